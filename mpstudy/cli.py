@@ -1,0 +1,150 @@
+"""The ``mpstudy`` command: compress, evaluate, run a study, reproduce all, build the book.
+
+Every command fails with a one-line reason on stderr and exit status 2 on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+
+def _parse_value(text: str) -> Any:
+    """``-p NAME VALUE`` values are YAML: ``3`` is an int, ``[0.5, 0.3]`` a list, ``null`` None."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _cmd_compress(args: argparse.Namespace) -> None:
+    from .models import load_model
+    from .surgery import MANIFEST, compress, save_compressed
+
+    out = Path(args.out)
+    # Refuse a bad destination before loading anything.
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+        raise FileExistsError(f"--out {out} exists and is not a saved mpstudy model; choose another directory")
+    budget = {k: v for k, v in {"ratio": args.ratio, "rank": args.rank, "max_bond": args.max_bond}.items() if v is not None}
+    model, tokenizer = load_model(args.model, task=args.task)
+    report = compress(model, args.method, targets=args.targets, **budget)
+    save_compressed(model, out, tokenizer=tokenizer)
+    print(json.dumps(report.to_dict(), indent=2))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .models import load_model
+    from .tasks import load_task
+    from .train import evaluate
+
+    task = load_task(args.task, data_dir=args.data_dir, max_eval=args.max_eval, max_train=1, seed=args.seed)
+    model, tokenizer = load_model(args.model, task=task, seed=args.seed)
+    metrics = evaluate(model, tokenizer, task, split="dev", batch_size=args.batch_size, max_length=args.max_length)
+    print(json.dumps({"model": args.model, "task": task.name, "split": "dev", "n": len(task.dev), **metrics}, indent=2))
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
+    return {name: _parse_value(value) for name, value in (pairs or [])}
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from .runner import run_study
+
+    overrides = _overrides(args.param)
+    if args.data_dir:
+        overrides["data_dir"] = str(Path(args.data_dir).resolve())
+    run_study(args.notebook, profile=args.profile, overrides=overrides, output_dir=args.output_dir,
+              results_dir=args.results_dir, force=args.force, log=lambda m: print(m, file=sys.stderr))
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> None:
+    from .runner import reproduce
+
+    overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
+    stamps = reproduce(profile=args.profile, notebooks_dir=args.notebooks_dir, overrides=overrides,
+                       output_dir=args.output_dir, results_dir=args.results_dir, force=args.force,
+                       log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps([{k: s[k] for k in ("notebook", "status", "seconds")} for s in stamps], indent=2))
+
+
+def _cmd_book(args: argparse.Namespace) -> None:
+    from .runner import build_book
+
+    html = build_book(args.root, strict=not args.no_strict)
+    print(f"book built: {html / 'index.html'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
+    from .profiles import PROFILES
+
+    parser = argparse.ArgumentParser(prog="mpstudy", description="Compress pre-trained transformers; run the study.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compress", help="compress a model and save it", description="Compress MODEL in place and save it to --out; prints the report as JSON.")
+    p.add_argument("model", metavar="MODEL", help="minilm, tiny-bert, tiny-albert, tiny-t5, tiny-marian, a hub id or a local dir")
+    p.add_argument("--method", required=True, choices=sorted(METHODS), help="compression method")
+    p.add_argument("--targets", default="all-linear", help="roles (query,key,...), a group (all-linear, attention, ffn) or re:<regex>")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--ratio", type=float, help="kept fraction of each targeted matrix's parameters, in (0, 1]")
+    budget.add_argument("--rank", type=int, help="rank of each factorization")
+    budget.add_argument("--max-bond", type=int, help="bond dimension cap (MPO)")
+    p.add_argument("--task", default=None, help="task whose head the model gets (default: 2-label classifier)")
+    p.add_argument("--out", required=True, help="directory to write the compressed model to")
+    p.set_defaults(func=_cmd_compress)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a task's dev split", description="Print the task's dev metrics of a model as JSON.")
+    p.add_argument("model", metavar="DIR_OR_MODEL")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data-dir", default=None, help="folder with glue/ and multi30k/ (default: $MPSTUDY_DATA, else the hub)")
+    p.add_argument("--max-eval", type=int, default=None, help="evaluate on a seeded subset of this many rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=128)
+    p.set_defaults(func=_cmd_evaluate)
+
+    for name, helptext in (("run", "execute one study notebook with papermill"), ("reproduce", "run every study (skipping up-to-date ones)")):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if name == "run":
+            p.add_argument("notebook", metavar="NOTEBOOK", help="a study template, e.g. notebooks/00_offline_svd.ipynb")
+            p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override a parameter (value parsed as YAML)")
+        else:
+            p.add_argument("--notebooks-dir", default="notebooks")
+        p.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
+        p.add_argument("--data-dir", default=None, help="folder with glue/ and multi30k/ (default: $MPSTUDY_DATA)")
+        p.add_argument("--output-dir", default="book/studies", help="where executed notebooks go")
+        p.add_argument("--results-dir", default="results", help="where results records and run stamps go")
+        p.add_argument("--force", action="store_true", help="run even if parameters and code are unchanged")
+        p.set_defaults(func=_cmd_run if name == "run" else _cmd_reproduce)
+
+    p = sub.add_parser("book", help="build the HTML book into _build/html (offline, from committed notebooks)")
+    p.add_argument("--root", default=None, help="project checkout (default: the current directory)")
+    p.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    p.set_defaults(func=_cmd_book)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, TypeError, OSError, KeyError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"mpstudy {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as err:  # papermill / subprocess failures: still one line, non-zero
+        print(f"mpstudy {args.command}: failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

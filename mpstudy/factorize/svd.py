@@ -1,0 +1,55 @@
+"""Truncated singular value decomposition, the oracle every low-rank method is measured against.
+
+Pure tensor math: no ``nn.Module`` and no Hugging Face here.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["truncated_svd", "svd_num_params", "max_saving_rank", "rank_for_ratio"]
+
+
+def truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rank-``rank`` factorization of a matrix (Eckart–Young).
+
+    Args:
+        W: matrix of shape ``(m, n)``.
+        rank: kept rank, ``1 <= rank <= min(m, n)``.
+
+    Returns:
+        ``(A, B)`` with ``A`` of shape ``(m, rank)`` and ``B`` of shape ``(rank, n)`` such that
+        ``A @ B`` is the best rank-``rank`` approximation of ``W`` in Frobenius and spectral norm.
+        The singular values are split evenly (``A = U sqrt(S)``, ``B = sqrt(S) Vh``) so both
+        factors have the same scale, which keeps later fine-tuning well conditioned.
+        Computed in float64 and returned in ``W``'s dtype and device.
+    """
+    if W.dim() != 2:
+        raise ValueError(f"truncated_svd expects a 2-D matrix, got shape {tuple(W.shape)}")
+    m, n = W.shape
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
+        raise ValueError(f"rank must be an integer in [1, {min(m, n)}] for a {m}x{n} matrix, got {rank!r}")
+    U, S, Vh = torch.linalg.svd(W.detach().double(), full_matrices=False)
+    root = S[:rank].sqrt()
+    A = U[:, :rank] * root
+    B = root[:, None] * Vh[:rank]
+    return A.to(W.dtype), B.to(W.dtype)
+
+
+def svd_num_params(m: int, n: int, rank: int) -> int:
+    """Weights stored by a rank-``rank`` factorization of an ``m x n`` matrix: ``rank * (m + n)``."""
+    return rank * (m + n)
+
+
+def max_saving_rank(m: int, n: int) -> int:
+    """Largest rank that stores fewer weights than the dense matrix: the largest ``r < mn/(m+n)``."""
+    return (m * n - 1) // (m + n)
+
+
+def rank_for_ratio(m: int, n: int, ratio: float) -> int:
+    """Rank whose factors keep at most ``ratio`` of the ``m x n`` matrix's weights (at least 1).
+
+    ``ratio`` is the kept fraction of parameters, in ``(0, 1]``: ``rank = floor(ratio * mn / (m+n))``.
+    """
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio is the kept fraction of parameters and must be in (0, 1], got {ratio!r}")
+    return max(1, int(ratio * m * n // (m + n)))

@@ -1,0 +1,5 @@
+"""nn.Modules holding factors: each built ``from_dense`` and able to rebuild ``to_dense``."""
+from .base import LAYER_CLASSES, CompressedLayer, register_layer
+from .lowrank import LowRankLinear
+
+__all__ = ["CompressedLayer", "LAYER_CLASSES", "register_layer", "LowRankLinear"]

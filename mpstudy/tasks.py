@@ -1,0 +1,591 @@
+"""Tasks of the study: loading GLUE / Multi30K data (local files or the Hub), synthetic tasks,
+seeded subsampling, batching and fingerprints.
+
+A :class:`Task` holds plain Python examples:
+
+* classification / regression: ``{"text_a": str, "text_b": str | None, "label": int | float}``
+* seq2seq: ``{"source": str, "target": str}`` (Multi30K: English source, German target)
+
+Where the data comes from, in order:
+
+1. ``data_dir=...`` passed to :func:`load_task`, else the ``MPSTUDY_DATA`` environment variable:
+   a folder in the standard GLUE download layout (``glue/SST-2/train.tsv`` ...) plus
+   ``multi30k/{train,val}.{en,de}``. See ``data/README.md`` and ``data/datasets.yml``.
+2. Otherwise the Hugging Face Hub (``nyu-mll/glue``, ``bentrevett/multi30k``); offline this fails
+   with a :class:`HubUnavailableError` that says how to point at local files instead.
+
+The synthetic tasks need no data at all and are deterministic given ``seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from .metrics import TASK_METRICS, TASK_NAMES, canonical_task_name, compute_metrics
+
+__all__ = [
+    "DATA_ENV_VAR",
+    "DataDirError",
+    "DataFormatError",
+    "HubUnavailableError",
+    "TASK_NAMES",
+    "Task",
+    "expected_files",
+    "load_task",
+    "make_collate",
+    "task_fingerprint",
+]
+
+#: Environment variable naming the local data folder (used when ``data_dir`` is not passed).
+DATA_ENV_VAR = "MPSTUDY_DATA"
+
+Example = dict[str, Any]
+
+
+class DataDirError(FileNotFoundError):
+    """The data a task needs could not be found (missing folder or files, or no Hub access)."""
+
+
+class HubUnavailableError(DataDirError):
+    """No data dir was given and the Hugging Face Hub could not be reached."""
+
+
+class DataFormatError(ValueError):
+    """A data file exists but does not have the expected layout (names the file and line)."""
+
+
+# --------------------------------------------------------------------------- the Task
+
+
+@dataclass
+class Task:
+    """One task: its examples, what kind of model head it needs and where the data came from.
+
+    ``num_labels`` is 2 for binary classification, 1 for regression (stsb), 0 for seq2seq.
+    ``source`` is provenance (see :func:`load_task`); the book prints it.
+    """
+
+    name: str
+    kind: str  # "classification" | "regression" | "seq2seq"
+    num_labels: int
+    train: list[Example]
+    dev: list[Example]
+    main_metric: str
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
+        """All metrics of this task as plain floats; see :func:`mpstudy.metrics.compute_metrics`."""
+        return compute_metrics(self.name, predictions, references)
+
+    @property
+    def is_seq2seq(self) -> bool:
+        return self.kind == "seq2seq"
+
+    def __repr__(self) -> str:  # the default repr would print every example
+        return (
+            f"Task(name={self.name!r}, kind={self.kind!r}, num_labels={self.num_labels}, "
+            f"train={len(self.train)}, dev={len(self.dev)}, main_metric={self.main_metric!r}, "
+            f"source_kind={self.source.get('kind')!r})"
+        )
+
+
+# --------------------------------------------------------------------------- task table
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Static facts about a real task: head type, local files, Hub location and row parser."""
+
+    kind: str
+    num_labels: int
+    train_files: tuple[str, ...]  # relative to data_dir
+    dev_files: tuple[str, ...]
+    hub_dataset: str
+    hub_config: str | None
+
+
+_SPECS: dict[str, _Spec] = {
+    "sst2": _Spec("classification", 2, ("glue/SST-2/train.tsv",), ("glue/SST-2/dev.tsv",), "nyu-mll/glue", "sst2"),
+    "mrpc": _Spec("classification", 2, ("glue/MRPC/train.tsv",), ("glue/MRPC/dev.tsv",), "nyu-mll/glue", "mrpc"),
+    "stsb": _Spec("regression", 1, ("glue/STS-B/train.tsv",), ("glue/STS-B/dev.tsv",), "nyu-mll/glue", "stsb"),
+    "qnli": _Spec("classification", 2, ("glue/QNLI/train.tsv",), ("glue/QNLI/dev.tsv",), "nyu-mll/glue", "qnli"),
+    "rte": _Spec("classification", 2, ("glue/RTE/train.tsv",), ("glue/RTE/dev.tsv",), "nyu-mll/glue", "rte"),
+    "cola": _Spec("classification", 2, ("glue/CoLA/train.tsv",), ("glue/CoLA/dev.tsv",), "nyu-mll/glue", "cola"),
+    "multi30k": _Spec(
+        "seq2seq", 0, ("multi30k/train.en", "multi30k/train.de"), ("multi30k/val.en", "multi30k/val.de"),
+        "bentrevett/multi30k", None,
+    ),
+}
+
+_SYNTHETIC_KINDS = {"synthetic-cls": ("classification", 2), "synthetic-seq2seq": ("seq2seq", 0)}
+
+# GLUE NLI labels as in the Hugging Face glue datasets: entailment = 0, not_entailment = 1.
+_NLI_LABELS = {"entailment": 0, "not_entailment": 1}
+
+
+def expected_files(name: str) -> list[str]:
+    """Files (relative to the data dir) that a real task reads; ``[]`` for synthetic tasks."""
+    spec = _SPECS.get(canonical_task_name(name))
+    return [] if spec is None else [*spec.train_files, *spec.dev_files]
+
+
+# --------------------------------------------------------------------------- file reading
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decode_lines(path: Path, data: bytes) -> list[tuple[int, str]]:
+    """Split file bytes into ``(line_number, text)`` pairs (1-based), dropping trailing blank lines.
+
+    Splits on ``\\n`` only: ``str.splitlines`` would also split on rare Unicode separators
+    that can occur inside sentences. A leading UTF-8 BOM (MRPC headers have one) is removed.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid UTF-8 at byte {exc.start}: {exc.reason}") from exc
+    text = text.removeprefix("\ufeff")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and lines[-1] == "":
+        lines.pop()
+    return list(enumerate(lines, start=1))
+
+
+def _split_tsv(path: Path, lines: list[tuple[int, str]], ncols: int, header: tuple[str, ...] | None):
+    """Yield ``(line_number, fields)`` of a GLUE TSV, checking the header and the column count.
+
+    Fields are split on tabs only, with no quote handling: GLUE texts contain unbalanced quotes,
+    which the csv module / pandas would otherwise treat as field delimiters and merge lines.
+    """
+    if header is not None:
+        if not lines:
+            raise DataFormatError(f"{path}: file is empty; expected header {_tab(header)}")
+        lineno, first = lines[0]
+        if tuple(first.split("\t")) != header:
+            raise DataFormatError(f"{path}, line {lineno}: expected header {_tab(header)}, found {first!r}")
+        lines = lines[1:]
+    for lineno, line in lines:
+        fields = line.split("\t")
+        if len(fields) != ncols:
+            raise DataFormatError(
+                f"{path}, line {lineno}: expected {ncols} tab-separated columns, found {len(fields)}: {line[:120]!r}"
+            )
+        yield lineno, fields
+
+
+def _tab(header: Sequence[str]) -> str:
+    return repr("\t".join(header))
+
+
+def _parse_binary(path: Path, lineno: int, value: str) -> int:
+    if value not in ("0", "1"):
+        raise DataFormatError(f"{path}, line {lineno}: expected label 0 or 1, found {value!r}")
+    return int(value)
+
+
+def _parse_nli(path: Path, lineno: int, value: str) -> int:
+    if value not in _NLI_LABELS:
+        raise DataFormatError(
+            f"{path}, line {lineno}: expected label 'entailment' or 'not_entailment', found {value!r}"
+        )
+    return _NLI_LABELS[value]
+
+
+def _parse_score(path: Path, lineno: int, value: str) -> float:
+    try:
+        score = float(value)
+    except ValueError:
+        score = math.nan
+    if not 0.0 <= score <= 5.0:  # also rejects NaN
+        raise DataFormatError(f"{path}, line {lineno}: expected a similarity score in [0, 5], found {value!r}")
+    return score
+
+
+def _pair(a: str, b: str | None, label: int | float) -> Example:
+    return {"text_a": a, "text_b": b, "label": label}
+
+
+def _parse_glue(name: str, path: Path, lines: list[tuple[int, str]]) -> list[Example]:
+    """Parse one GLUE split file of task ``name`` into examples."""
+    if name == "sst2":
+        rows = _split_tsv(path, lines, 2, ("sentence", "label"))
+        return [_pair(f[0], None, _parse_binary(path, n, f[1])) for n, f in rows]
+    if name == "mrpc":
+        rows = _split_tsv(path, lines, 5, ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"))
+        return [_pair(f[3], f[4], _parse_binary(path, n, f[0])) for n, f in rows]
+    if name == "stsb":
+        header = ("index", "genre", "filename", "year", "old_index", "source1", "source2",
+                  "sentence1", "sentence2", "score")
+        rows = _split_tsv(path, lines, 10, header)
+        return [_pair(f[7], f[8], _parse_score(path, n, f[9])) for n, f in rows]
+    if name == "qnli":
+        rows = _split_tsv(path, lines, 4, ("index", "question", "sentence", "label"))
+        return [_pair(f[1], f[2], _parse_nli(path, n, f[3])) for n, f in rows]
+    if name == "rte":
+        rows = _split_tsv(path, lines, 4, ("index", "sentence1", "sentence2", "label"))
+        return [_pair(f[1], f[2], _parse_nli(path, n, f[3])) for n, f in rows]
+    if name == "cola":
+        # CoLA's train/dev files have no header: source, label, original label ('*' or ''), sentence.
+        rows = _split_tsv(path, lines, 4, None)
+        return [_pair(f[3], None, _parse_binary(path, n, f[1])) for n, f in rows]
+    raise AssertionError(f"no GLUE parser for {name!r}")
+
+
+def _parse_parallel(src_path: Path, src_lines, tgt_path: Path, tgt_lines) -> list[Example]:
+    """Zip line-parallel source/target files into ``{"source", "target"}`` examples."""
+    if len(src_lines) != len(tgt_lines):
+        raise DataFormatError(
+            f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}; "
+            "expected line-parallel files with equal line counts"
+        )
+    return [{"source": s, "target": t} for (_, s), (_, t) in zip(src_lines, tgt_lines)]
+
+
+def _missing_files_error(name: str, data_dir: Path) -> DataDirError | None:
+    """A DataDirError listing every expected file (found / missing), or None if all exist."""
+    files = expected_files(name)
+    missing = [f for f in files if not (data_dir / f).is_file()]
+    if not missing:
+        return None
+    listing = "\n".join(f"  {f}  ({'MISSING' if f in missing else 'found'})" for f in files)
+    where = "does not exist" if not data_dir.is_dir() else f"lacks {len(missing)} of {len(files)} files"
+    return DataDirError(
+        f"data dir {str(data_dir)!r} {where} for task {name!r}. Expected files (relative to the data dir):\n"
+        f"{listing}\n"
+        f"Pass data_dir=... or set {DATA_ENV_VAR} to a folder in the standard GLUE layout "
+        "(see data/README.md), or leave both unset to download from the Hugging Face Hub."
+    )
+
+
+def _load_local(name: str, data_dir: Path) -> tuple[list[Example], list[Example], dict[str, str]]:
+    """Read train and dev of a real task from ``data_dir``; also return ``{relpath: sha256}``."""
+    error = _missing_files_error(name, data_dir)
+    if error is not None:
+        raise error
+    spec = _SPECS[name]
+    hashes: dict[str, str] = {}
+
+    def read(rel: str) -> tuple[Path, list[tuple[int, str]]]:
+        path = data_dir / rel
+        data = path.read_bytes()
+        hashes[rel] = _sha256(data)
+        return path, _decode_lines(path, data)
+
+    splits = []
+    for files in (spec.train_files, spec.dev_files):
+        if spec.kind == "seq2seq":
+            splits.append(_parse_parallel(*read(files[0]), *read(files[1])))
+        else:
+            splits.append(_parse_glue(name, *read(files[0])))
+    return splits[0], splits[1], hashes
+
+
+# --------------------------------------------------------------------------- Hub
+
+
+def _load_hub(name: str) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Load train and validation of a real task from the Hugging Face Hub.
+
+    Any failure (no network, offline mode, missing ``datasets``) becomes a HubUnavailableError
+    that explains how to use local files instead; the original error is chained.
+    """
+    spec = _SPECS[name]
+    try:
+        import datasets
+
+        if spec.hub_config is None:
+            ds = datasets.load_dataset(spec.hub_dataset)
+        else:
+            ds = datasets.load_dataset(spec.hub_dataset, spec.hub_config)
+        train, dev = ds["train"], ds["validation"]
+    except Exception as exc:  # noqa: BLE001 - every failure mode gets the same advice
+        listing = "\n".join(f"  {f}" for f in expected_files(name))
+        raise HubUnavailableError(
+            f"task {name!r}: no data dir was given and the Hugging Face Hub could not be reached "
+            f"(datasets.load_dataset({spec.hub_dataset!r}"
+            f"{'' if spec.hub_config is None else ', ' + repr(spec.hub_config)}) failed with "
+            f"{type(exc).__name__}: {str(exc)[:300]}).\n"
+            f"Pass data_dir=... to load_task or set {DATA_ENV_VAR} to a folder holding these files:\n{listing}\n"
+            "(standard GLUE download layout; see data/README.md)."
+        ) from exc
+    convert = _hub_seq2seq if spec.kind == "seq2seq" else _hub_pairs
+    info = {
+        "dataset": spec.hub_dataset,
+        "config": spec.hub_config,
+        # The datasets fingerprint identifies the exact cached Hub version (there are no file hashes).
+        "fingerprints": {"train": getattr(train, "_fingerprint", None), "dev": getattr(dev, "_fingerprint", None)},
+    }
+    return convert(name, train), convert(name, dev), info
+
+
+# Text columns of the Hub GLUE configs (the label column is always "label").
+_HUB_COLUMNS = {
+    "sst2": ("sentence", None),
+    "cola": ("sentence", None),
+    "mrpc": ("sentence1", "sentence2"),
+    "stsb": ("sentence1", "sentence2"),
+    "rte": ("sentence1", "sentence2"),
+    "qnli": ("question", "sentence"),
+}
+
+
+def _hub_pairs(name: str, split: Any) -> list[Example]:
+    col_a, col_b = _HUB_COLUMNS[name]
+    a, labels = list(split[col_a]), list(split["label"])
+    b = list(split[col_b]) if col_b else [None] * len(a)
+    cast = float if name == "stsb" else int
+    return [_pair(x, y, cast(lab)) for x, y, lab in zip(a, b, labels)]
+
+
+def _hub_seq2seq(name: str, split: Any) -> list[Example]:
+    return [{"source": s, "target": t} for s, t in zip(list(split["en"]), list(split["de"]))]
+
+
+# --------------------------------------------------------------------------- synthetic tasks
+
+# Small lists of real English words, all single WordPiece tokens in BERT's uncased vocabulary,
+# so even a tiny model can learn the task from token identities in a few dozen steps.
+_POSITIVE = (
+    "good", "great", "excellent", "wonderful", "brilliant", "lovely", "superb", "enjoyable",
+    "pleasant", "fantastic", "beautiful", "charming", "delightful", "amazing", "perfect", "fun",
+)
+_NEGATIVE = (
+    "bad", "terrible", "awful", "boring", "dull", "horrible", "poor", "ugly",
+    "weak", "dreadful", "tedious", "annoying", "bland", "painful", "mediocre", "messy",
+)
+_NEUTRAL = (
+    "the", "a", "movie", "film", "plot", "story", "actors", "cast", "was", "is", "and", "with",
+    "very", "quite", "ending", "music", "scenes", "really", "this", "characters", "director",
+    "script", "overall", "but", "it", "of", "show", "acting",
+)
+
+# English -> German word pairs for the synthetic translation task. The German side is lower-case
+# ASCII on purpose: the study's MiniLM tokenizer lower-cases and strips accents, so these words
+# survive an encode/decode round trip unchanged and BLEU can reach 100.
+_EN_DE = (
+    ("man", "mann"), ("woman", "frau"), ("child", "kind"), ("dog", "hund"), ("cat", "katze"),
+    ("house", "haus"), ("tree", "baum"), ("car", "auto"), ("water", "wasser"), ("city", "stadt"),
+    ("horse", "pferd"), ("bird", "vogel"), ("book", "buch"), ("garden", "garten"), ("red", "rot"),
+    ("blue", "blau"), ("yellow", "gelb"), ("black", "schwarz"), ("small", "klein"), ("old", "alt"),
+    ("young", "jung"), ("runs", "rennt"), ("walks", "geht"), ("sits", "sitzt"), ("plays", "spielt"),
+    ("sees", "sieht"), ("eats", "isst"), ("drinks", "trinkt"), ("reads", "liest"), ("and", "und"),
+    ("with", "mit"), ("on", "auf"), ("a", "ein"), ("the", "der"), ("today", "heute"), ("here", "hier"),
+    ("there", "dort"), ("now", "jetzt"), ("fast", "schnell"), ("slowly", "langsam"),
+)
+_EN_TO_DE = dict(_EN_DE)
+
+_SYNTHETIC_SIZES = {"synthetic-cls": (512, 128), "synthetic-seq2seq": (512, 64)}
+
+
+def _synthetic_sentiment(rng: random.Random, label: int) -> str:
+    """A 4-12 word sentence whose sentiment words favour ``label`` (1 = positive); never a tie."""
+    length = rng.randint(4, 12)
+    # Mostly one-sided sentences, sometimes a minority word of the other polarity, so the
+    # label is "which sentiment dominates" rather than "is there a positive word".
+    majority = rng.randint(1, min(3, length - 1))
+    minority = rng.randint(0, majority - 1) if rng.random() < 0.3 else 0
+    major, minor = (_POSITIVE, _NEGATIVE) if label == 1 else (_NEGATIVE, _POSITIVE)
+    words = [rng.choice(major) for _ in range(majority)] + [rng.choice(minor) for _ in range(minority)]
+    words += [rng.choice(_NEUTRAL) for _ in range(length - len(words))]
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def _synthetic_english(rng: random.Random) -> str:
+    """3-8 random words from the English side of the dictionary."""
+    return " ".join(rng.choice(_EN_DE)[0] for _ in range(rng.randint(3, 8)))
+
+
+def _fresh(make: Callable[[], str], seen: set[str]) -> str:
+    """Call ``make()`` until it returns a text not in ``seen``; record it (dev never repeats train)."""
+    while True:
+        text = make()
+        if text not in seen:
+            seen.add(text)
+            return text
+
+
+def _make_synthetic(name: str, seed: int) -> tuple[list[Example], list[Example]]:
+    """Deterministic train/dev lists of a synthetic task (same seed -> identical data)."""
+    rng = random.Random(f"mpstudy-{name}-{seed}")  # str seeds are hashed stably across processes
+    seen: set[str] = set()
+    splits: list[list[Example]] = []
+    for n in _SYNTHETIC_SIZES[name]:
+        if name == "synthetic-cls":
+            labels = [i % 2 for i in range(n)]  # exactly balanced, then shuffled
+            rng.shuffle(labels)
+            splits.append([_pair(_fresh(partial(_synthetic_sentiment, rng, y), seen), None, y) for y in labels])
+        else:
+            sources = [_fresh(partial(_synthetic_english, rng), seen) for _ in range(n)]
+            splits.append([{"source": s, "target": " ".join(_EN_TO_DE[w] for w in s.split())} for s in sources])
+    return splits[0], splits[1]
+
+
+# --------------------------------------------------------------------------- subsampling
+
+
+def _check_max(value: int | None, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive int or None (all rows), got {value!r}")
+
+
+def _subsample(rows: list[Example], k: int | None, seed: int) -> list[Example]:
+    """A seeded random subset of ``k`` rows kept in their original order (all rows if k is None or >= len)."""
+    if k is None or k >= len(rows):
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), k))
+    return [rows[i] for i in keep]
+
+
+# --------------------------------------------------------------------------- load_task
+
+
+def _resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_ENV_VAR) or None
+    return None if data_dir is None else Path(data_dir).expanduser().resolve()
+
+
+def load_task(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    max_train: int | None = None,
+    max_eval: int | None = None,
+    seed: int = 0,
+) -> Task:
+    """Load a task by name (case-insensitive; ``SST-2``/``STS-B`` spellings accepted).
+
+    ``data_dir`` (default: ``$MPSTUDY_DATA``) points at local files; without it real tasks come
+    from the Hugging Face Hub. ``max_train``/``max_eval`` take a seeded random subset (original
+    order kept); ``None`` keeps every row. ``seed`` drives the subsets and the synthetic data.
+
+    ``task.source`` records provenance: ``kind`` ("local" | "hub" | "synthetic"), the local
+    ``data_dir`` and ``files`` (relative path -> sha256) or the Hub dataset/config, plus
+    ``max_train``, ``max_eval``, ``seed``, ``train_size_full`` and ``dev_size_full``.
+
+    Raises ``ValueError`` for an unknown name or a bad ``max_*``, :class:`DataDirError` for
+    missing files (:class:`HubUnavailableError` when the Hub cannot be reached) and
+    :class:`DataFormatError` for malformed files.
+    """
+    key = canonical_task_name(name)
+    _check_max(max_train, "max_train")
+    _check_max(max_eval, "max_eval")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+
+    if key in _SYNTHETIC_KINDS:
+        kind, num_labels = _SYNTHETIC_KINDS[key]
+        train, dev = _make_synthetic(key, seed)
+        source: dict[str, Any] = {"kind": "synthetic", "seed": seed}
+    else:
+        spec = _SPECS[key]
+        kind, num_labels = spec.kind, spec.num_labels
+        root = _resolve_data_dir(data_dir)
+        if root is not None:
+            train, dev, hashes = _load_local(key, root)
+            source = {"kind": "local", "data_dir": str(root), "files": hashes}
+        else:
+            train, dev, hub_info = _load_hub(key)
+            source = {"kind": "hub", **hub_info}
+
+    source.update(
+        max_train=max_train, max_eval=max_eval, seed=seed,
+        train_size_full=len(train), dev_size_full=len(dev),
+    )
+    return Task(
+        name=key,
+        kind=kind,
+        num_labels=num_labels,
+        train=_subsample(train, max_train, seed),
+        dev=_subsample(dev, max_eval, seed),
+        main_metric=TASK_METRICS[key].main,
+        source=source,
+    )
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def make_collate(task: Task, tokenizer: Any, max_length: int = 128) -> Callable[[list[Example]], dict[str, Any]]:
+    """A ``collate_fn`` for ``torch.utils.data.DataLoader`` over ``task.train`` / ``task.dev``.
+
+    Returns ``batch -> dict`` of tensors, padded to the longest sequence *in the batch*
+    (dynamic padding, width W <= max_length):
+
+    * classification / regression: the tokenizer's ``input_ids``, ``attention_mask`` (and
+      ``token_type_ids`` for BERT), each ``[B, W]`` int64, plus ``labels`` ``[B]``
+      (int64 for classification, float32 for regression).
+    * seq2seq: ``input_ids``, ``attention_mask`` ``[B, W_src]`` from the source and ``labels``
+      ``[B, W_tgt]`` int64 from the target, with padding positions set to -100 so the loss ignores them.
+    """
+    import torch  # torch is only needed once batches are built
+
+    if not isinstance(max_length, int) or max_length <= 0:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    encode = {"truncation": True, "max_length": max_length, "padding": "longest", "return_tensors": "pt"}
+
+    def collate_pairs(batch: list[Example]) -> dict[str, Any]:
+        _check_batch(batch)
+        text_a = [ex["text_a"] for ex in batch]
+        has_b = [ex.get("text_b") is not None for ex in batch]
+        if any(has_b) and not all(has_b):
+            raise ValueError("batch mixes single sentences and sentence pairs (some text_b are None)")
+        text_b = [ex["text_b"] for ex in batch] if all(has_b) else None
+        enc = dict(tokenizer(text_a, text_b, **encode))
+        dtype = torch.float32 if task.kind == "regression" else torch.long
+        enc["labels"] = torch.tensor([ex["label"] for ex in batch], dtype=dtype)
+        return enc
+
+    def collate_seq2seq(batch: list[Example]) -> dict[str, Any]:
+        _check_batch(batch)
+        enc = tokenizer([ex["source"] for ex in batch], **encode)
+        tgt = tokenizer(text_target=[ex["target"] for ex in batch], **encode)
+        # Mask by attention_mask rather than by pad_token_id: some tokenizers use the same id for
+        # padding and end-of-sequence, and the real EOS must still be trained on.
+        labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+    return collate_seq2seq if task.is_seq2seq else collate_pairs
+
+
+def _check_batch(batch: list[Example]) -> None:
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def task_fingerprint(task: Task) -> str:
+    """A 16-hex-digit sha256 digest of what determines the task's data, for cache keys.
+
+    Covers the name, the data files' sha256s (or Hub fingerprints / synthetic seed), the
+    subsampling parameters and the selected rows themselves, so any change in data or
+    selection gives a different fingerprint.
+    """
+    src = task.source
+    payload = {
+        "name": task.name,
+        "kind": task.kind,
+        "source": {k: src.get(k) for k in ("kind", "files", "dataset", "config", "fingerprints")},
+        "max_train": src.get("max_train"),
+        "max_eval": src.get("max_eval"),
+        "seed": src.get("seed"),
+        "train": task.train,
+        "dev": task.dev,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

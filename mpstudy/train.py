@@ -1,0 +1,272 @@
+"""One transparent training loop (no HF Trainer) and the evaluation it uses.
+
+The loop owns what every study shares: AdamW with parameter groups, linear warmup and decay,
+gradient clipping, evaluation every N steps, best checkpoint by the task's main metric, seeding,
+progress bars, CPU or GPU. What a study changes is passed in:
+
+* ``objective`` computes the loss of a batch (task loss by default; knowledge distillation,
+  feature distillation and module-level objectives are other ``Objective`` classes);
+* ``param_groups`` chooses what trains and at which learning rate (only parameters with
+  ``requires_grad`` are ever optimized: freezing is how lightweight fine-tuning is expressed).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Objective",
+    "TaskLoss",
+    "train",
+    "evaluate",
+    "predict",
+    "iterate_batches",
+    "default_param_groups",
+    "resolve_device",
+    "set_seed",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run.
+
+    Attributes:
+        lr: peak learning rate of AdamW (the default parameter group).
+        epochs: passes over the training set (fractions allowed); ignored if ``max_steps`` is set.
+        max_steps: optimizer steps to run, overriding ``epochs``.
+        batch_size: training batch size (sequences are padded to the longest in the batch).
+        eval_batch_size: batch size of evaluation.
+        warmup_ratio: fraction of the steps with a linear warmup from 0; then linear decay to 0.
+        weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
+        max_grad_norm: gradient clipping by global norm (``None``: no clipping).
+        eval_every: evaluate on the dev split every this many steps (``None``: once per epoch);
+            the final step is always evaluated.
+        max_length: truncation length of the tokenizer.
+        max_new_tokens: generation length when evaluating seq2seq tasks.
+        seed: seeds the data order, dropout and everything else random in the run.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+        progress: show a tqdm progress bar.
+        keep_best: restore the checkpoint with the best dev main metric at the end.
+    """
+
+    lr: float = 5e-5
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = 1.0
+    eval_every: int | None = None
+    max_length: int = 128
+    max_new_tokens: int = 32
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    keep_best: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "lr": self.lr > 0, "epochs": self.epochs > 0, "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1, "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "weight_decay": self.weight_decay >= 0, "max_length": self.max_length >= 2,
+            "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "eval_every": self.eval_every is None or self.eval_every >= 1,
+            "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid TrainConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the best dev metrics, when they were reached, and the history."""
+
+    best_metrics: dict[str, float]
+    best_step: int
+    steps: int
+    train_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Objective(Protocol):
+    """Computes the loss of one batch. ``indices`` are the batch's rows in ``task.train``, so an
+    objective can look up cached per-example targets (teacher logits) in the loop's data order."""
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+class TaskLoss:
+    """The model's own loss on the task labels (cross-entropy, MSE for regression, token CE)."""
+
+    def __call__(self, model, batch, indices):
+        loss = model(**batch).loss
+        return loss, {"loss": loss.item()}
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+
+
+def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups over the trainable parameters: weight decay except on biases and norms."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def iterate_batches(
+    examples: list[dict], collate: Callable, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Yield ``(row indices, collated batch)``; shuffled when a generator is given."""
+    order = torch.randperm(len(examples), generator=generator).tolist() if generator is not None else range(len(examples))
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, collate([examples[i] for i in idx])
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, tokenizer, task, split: str = "dev", batch_size: int = 64, max_length: int = 128,
+            max_new_tokens: int = 32, device: str | torch.device | None = None) -> tuple[list, list]:
+    """Predictions and references on a split: class ids, regression scores, or decoded strings."""
+    from .tasks import make_collate
+
+    examples = getattr(task, split)
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    was_training = model.training
+    model.eval()
+    collate = make_collate(task, tokenizer, max_length=max_length)
+    preds: list = []
+    for _, batch in iterate_batches(examples, collate, batch_size):
+        batch = _to(batch, device)
+        if task.kind == "seq2seq":
+            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+            preds += tokenizer.batch_decode(out, skip_special_tokens=True)
+        else:
+            batch.pop("labels", None)
+            logits = model(**batch).logits
+            preds += (logits.squeeze(-1) if task.kind == "regression" else logits.argmax(-1)).tolist()
+    model.train(was_training)
+    refs = [ex["target"] for ex in examples] if task.kind == "seq2seq" else [ex["label"] for ex in examples]
+    return preds, refs
+
+
+def evaluate(model: nn.Module, tokenizer, task, split: str = "dev", **kwargs: Any) -> dict[str, float]:
+    """The task's metrics on a split (``dev`` by default). ``kwargs`` go to ``predict``."""
+    preds, refs = predict(model, tokenizer, task, split=split, **kwargs)
+    return task.compute_metrics(preds, refs)
+
+
+def _linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def train(
+    model: nn.Module,
+    tokenizer,
+    task,
+    config: TrainConfig | None = None,
+    objective: Objective | None = None,
+    param_groups: list[dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``task.train``, evaluating on ``task.dev``; returns the best dev metrics.
+
+    Only parameters with ``requires_grad`` train (or those in ``param_groups``, which may set
+    their own ``lr``). With ``config.keep_best`` the model ends at its best dev checkpoint.
+    """
+    from .tasks import make_collate
+
+    config = config or TrainConfig()
+    objective = objective or TaskLoss()
+    device = resolve_device(config.device)
+    set_seed(config.seed)
+    model.to(device).train()
+
+    groups = param_groups if param_groups is not None else default_param_groups(model, config.weight_decay)
+    if not any(p.requires_grad for g in groups for p in g["params"]):
+        raise ValueError("nothing to train: no parameter in the optimizer groups requires grad")
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total, int(config.warmup_ratio * total)))
+    eval_every = config.eval_every or steps_per_epoch
+    collate = make_collate(task, tokenizer, max_length=config.max_length)
+    generator = torch.Generator().manual_seed(config.seed)
+    eval_kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, max_new_tokens=config.max_new_tokens)
+
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, float], dict[str, torch.Tensor] | None] = (-math.inf, 0, {}, None)
+    step, start = 0, time.perf_counter()
+    bar = tqdm(total=total, desc=f"train {task.name}", disable=not config.progress, leave=False)
+    while step < total:
+        for indices, batch in iterate_batches(task.train, collate, config.batch_size, generator):
+            loss, logs = objective(model, _to(batch, device), indices)
+            loss.backward()
+            if config.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            record: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0], **logs}
+            if step % eval_every == 0 or step == total:
+                metrics = evaluate(model, tokenizer, task, **eval_kwargs)
+                model.train()
+                record.update({f"dev_{k}": v for k, v in metrics.items()})
+                score = metrics[task.main_metric]
+                score = -math.inf if math.isnan(score) else score  # e.g. Spearman of constant predictions
+                if not best[2] or score > best[0]:
+                    state = copy.deepcopy(model.state_dict()) if config.keep_best else None
+                    best = (score, step, metrics, state)
+            history.append(record)
+            if step >= total:
+                break
+    bar.close()
+    if config.keep_best and best[3] is not None:
+        model.load_state_dict(best[3])
+    model.eval()
+    return TrainResult(best_metrics=best[2], best_step=best[1], steps=step,
+                       train_seconds=time.perf_counter() - start, history=history)
