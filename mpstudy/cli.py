@@ -55,7 +55,13 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from .runner import run_study
+    from .runner import run_study, store_smoke_outputs
+
+    if args.in_place:
+        if args.param or args.profile != "smoke" or args.data_dir:
+            raise ValueError("--in-place stores the template's own smoke outputs; it takes no -p, --profile or --data-dir")
+        print(f"stored smoke outputs in {store_smoke_outputs(args.notebook)}", file=sys.stderr)
+        return
 
     overrides = _overrides(args.param)
     if args.data_dir:
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("notebook", metavar="NOTEBOOK", help="a study template, e.g. notebooks/00_offline_svd.ipynb")
             p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override a parameter (value parsed as YAML)")
+            p.add_argument("--in-place", action="store_true", help="execute the template itself with its smoke defaults and store the outputs nbval compares")
         else:
             p.add_argument("--notebooks-dir", default="notebooks")
         p.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
@@ -131,17 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    """The error's message folded onto one line (multi-line messages, e.g. file lists, joined by '; ')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) if lines else type(err).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)
     except (ValueError, TypeError, OSError, KeyError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"mpstudy {args.command}: error: {message}", file=sys.stderr)
+        print(f"mpstudy {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # papermill / subprocess failures: still one line, non-zero
-        print(f"mpstudy {args.command}: failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
+        print(f"mpstudy {args.command}: failed: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
         return 1
     return 0
 

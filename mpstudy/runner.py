@@ -14,7 +14,8 @@ from typing import Any
 from .profiles import get_profile
 from .records import provenance, write_json_atomic
 
-__all__ = ["project_root", "study_fingerprint", "run_study", "reproduce", "build_book", "notebook_parameters"]
+__all__ = ["project_root", "study_fingerprint", "run_study", "store_smoke_outputs", "reproduce", "build_book",
+           "notebook_parameters"]
 
 
 def project_root() -> Path:
@@ -99,6 +100,38 @@ def run_study(
     write_json_atomic(stamp_path, stamp)
     log(f"{notebook.name} [{profile}]: done in {stamp['seconds']} s -> {output}")
     return {**stamp, "status": "ran"}
+
+
+def store_smoke_outputs(notebook: str | os.PathLike, timeout: int = 600) -> Path:
+    """Execute a template in place with its own (smoke) defaults and store the outputs nbval compares.
+
+    Runs as the test suite does: offline, with a fresh temporary cache and results folder and no
+    data dir, so the stored outputs are the ones a clean CI machine reproduces.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = Path(notebook)
+    if notebook.suffix != ".ipynb" or not notebook.is_file():
+        raise FileNotFoundError(f"no notebook at {notebook} (expected an existing .ipynb file)")
+    nb = nbformat.read(notebook, as_version=4)
+    saved_env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="mpstudy-smoke-") as tmp:
+        os.environ.pop("MPSTUDY_DATA", None)
+        os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+                           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                           "TOKENIZERS_PARALLELISM": "false", "MPSTUDY_CACHE": f"{tmp}/cache",
+                           "MPSTUDY_RESULTS": f"{tmp}/results"})
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{notebook.stem}.", suffix=".ipynb", dir=notebook.parent)
+    os.close(fd)
+    nbformat.write(nb, tmp_path)
+    os.replace(tmp_path, notebook)
+    return notebook
 
 
 def reproduce(profile: str = "smoke", notebooks_dir: str | os.PathLike = "notebooks", **kwargs: Any) -> list[dict[str, Any]]:

@@ -8,11 +8,11 @@ A :class:`Task` holds plain Python examples:
 
 Where the data comes from, in order:
 
-1. ``data_dir=...`` passed to :func:`load_task`, else the ``MPSTUDY_DATA`` environment variable:
+1. ``data_dir=...`` passed to :func:`~mpstudy.load_task`, else the ``MPSTUDY_DATA`` environment variable:
    a folder in the standard GLUE download layout (``glue/SST-2/train.tsv`` ...) plus
    ``multi30k/{train,val}.{en,de}``. See ``data/README.md`` and ``data/datasets.yml``.
 2. Otherwise the Hugging Face Hub (``nyu-mll/glue``, ``bentrevett/multi30k``); offline this fails
-   with a :class:`HubUnavailableError` that says how to point at local files instead.
+   with a :class:`~mpstudy.tasks.HubUnavailableError` that says how to point at local files instead.
 
 The synthetic tasks need no data at all and are deterministic given ``seed``.
 """
@@ -71,7 +71,7 @@ class Task:
     """One task: its examples, what kind of model head it needs and where the data came from.
 
     ``num_labels`` is 2 for binary classification, 1 for regression (stsb), 0 for seq2seq.
-    ``source`` is provenance (see :func:`load_task`); the book prints it.
+    ``source`` is provenance (see :func:`~mpstudy.load_task`); the book prints it.
     """
 
     name: str
@@ -476,9 +476,9 @@ def load_task(
     ``data_dir`` and ``files`` (relative path -> sha256) or the Hub dataset/config, plus
     ``max_train``, ``max_eval``, ``seed``, ``train_size_full`` and ``dev_size_full``.
 
-    Raises ``ValueError`` for an unknown name or a bad ``max_*``, :class:`DataDirError` for
-    missing files (:class:`HubUnavailableError` when the Hub cannot be reached) and
-    :class:`DataFormatError` for malformed files.
+    Raises ``ValueError`` for an unknown name or a bad ``max_*``, :class:`~mpstudy.tasks.DataDirError` for
+    missing files (:class:`~mpstudy.tasks.HubUnavailableError` when the Hub cannot be reached) and
+    :class:`~mpstudy.tasks.DataFormatError` for malformed files.
     """
     key = canonical_task_name(name)
     _check_max(max_train, "max_train")

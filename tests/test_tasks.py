@@ -55,7 +55,7 @@ def tiny_sst2(root: Path, n_train: int = 30, n_dev: int = 6) -> Path:
 @pytest.fixture(scope="module")
 def real_data_dir() -> Path:
     """The real data folder, or skip (CI has none)."""
-    candidate = Path(os.environ.get("MPSTUDY_DATA") or REPO.parent / "shared" / "data")
+    candidate = Path(os.environ.get("MPSTUDY_TEST_DATA") or REPO.parent / "shared" / "data")
     if not (candidate / "glue").is_dir():
         pytest.skip(f"no real data dir at {candidate} (set MPSTUDY_DATA to run these tests)")
     return candidate

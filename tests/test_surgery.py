@@ -1,0 +1,128 @@
+"""compress(): reports, accounting, all-or-nothing replacement; save/load reproduces logits bit for bit."""
+import json
+
+import pytest
+import torch
+
+from mpstudy import compress, count_parameters, load_compressed, load_model, save_compressed
+from mpstudy.layers import LowRankLinear
+from mpstudy.surgery import MANIFEST
+
+
+@pytest.fixture
+def tiny_bert():
+    return load_model("tiny-bert", task="synthetic-cls")
+
+
+def _batch(tokenizer):
+    return tokenizer(["a quiet film", "the best and worst of times"], padding=True, return_tensors="pt")
+
+
+def test_report_accounting(tiny_bert):
+    model, _ = tiny_bert
+    before = count_parameters(model)["stored"]
+    report = compress(model, "svd", targets="all-linear", ratio=0.5)
+    # tiny-bert: hidden 64, FFN 128, 2 layers. Square 64x64: r = floor(0.5*64*64/128) = 16;
+    # 128x64 and 64x128: r = floor(0.5*128*64/192) = 21.
+    square, rect = 16 * 128 + 64, 21 * 192  # factor weights + bias (ffn_in bias 128, ffn_out bias 64)
+    per_layer_after = 4 * square + (rect + 128) + (rect + 64)
+    per_layer_before = 4 * (64 * 64 + 64) + (128 * 64 + 128) + (64 * 128 + 64)
+    assert report.params_before == 2 * per_layer_before
+    assert report.params_after == 2 * per_layer_after
+    assert report.model_params_before == before
+    assert report.model_params_after == before - report.params_before + report.params_after
+    assert report.model_params_after == count_parameters(model)["stored"]
+    assert len(report.modules) == 12
+    ranks = {m["role"]: m["rank"] for m in report.modules}
+    assert ranks == {"query": 16, "key": 16, "value": 16, "attention_output": 16, "ffn_in": 21, "ffn_out": 21}
+    assert all(0 < m["rel_error"] < 1 for m in report.modules)
+    json.dumps(report.to_dict())  # the report is JSON-serialisable as it is
+
+
+def test_rel_error_matches_tail_singular_values(tiny_bert):
+    model, _ = tiny_bert
+    W = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    report = compress(model, "svd", targets="query", rank=8)
+    s = torch.linalg.svdvals(W.double())
+    expected = float(s[8:].norm() / s.norm())
+    assert report.modules[0]["rel_error"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_full_rank_compression_keeps_logits(tiny_bert):
+    model, tokenizer = tiny_bert
+    batch = _batch(tokenizer)
+    before = model(**batch).logits
+    compress(model, "svd", targets="all-linear", rank=64, allow_no_saving=True)
+    assert torch.allclose(model(**batch).logits, before, atol=1e-4)
+
+
+def test_bad_requests_leave_model_untouched(tiny_bert):
+    model, _ = tiny_bert
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="unknown method 'svdd'"):
+        compress(model, "svdd", ratio=0.5)
+    with pytest.raises(ValueError, match=r"does not take \['max_bond'\]"):
+        compress(model, "svd", max_bond=4)
+    with pytest.raises(ValueError, match="got 0"):
+        compress(model, "svd", rank=0)
+    with pytest.raises(ValueError, match="saves nothing"):
+        compress(model, "svd", rank=40)  # fine for the FFN (128x64), not for the 64x64 ones
+    with pytest.raises(ValueError, match="matched no"):
+        compress(model, "svd", targets="word_embeddings", rank=4)  # an Embedding, not a Linear
+    with pytest.raises(ValueError, match="matched no"):
+        compress(model, "svd", targets="re:nothing_like_this", rank=4)
+    assert not any(isinstance(m, LowRankLinear) for m in model.modules())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("spec,task", [("tiny-bert", "synthetic-cls"), ("tiny-albert", "synthetic-cls"),
+                                       ("tiny-t5", "synthetic-seq2seq"), ("tiny-marian", "synthetic-seq2seq")])
+def test_save_load_gives_identical_logits(tmp_path, spec, task):
+    model, tokenizer = load_model(spec, task=task)
+    compress(model, "svd", targets="all-linear", ratio=0.4)
+    save_compressed(model, tmp_path / "m", tokenizer=tokenizer)
+    reloaded = load_compressed(tmp_path / "m")
+    batch = _batch(tokenizer)
+    if model.config.is_encoder_decoder:
+        batch["decoder_input_ids"] = torch.tensor([[0, 5, 7], [0, 9, 11]])
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+    assert count_parameters(reloaded) == count_parameters(model)
+    # load_model recognises a saved compressed directory too
+    again, tok = load_model(tmp_path / "m", task=task)
+    assert sum(isinstance(m, LowRankLinear) for m in again.modules()) == sum(isinstance(m, LowRankLinear) for m in model.modules())
+
+
+def test_save_refuses_to_clobber(tmp_path, tiny_bert):
+    model, _ = tiny_bert
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        save_compressed(model, tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    save_compressed(model, tmp_path / "m")
+    save_compressed(model, tmp_path / "m")  # a saved model may be replaced
+    assert (tmp_path / "m" / MANIFEST).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp dirs left
+    with pytest.raises(FileNotFoundError, match="is not a saved mpstudy model"):
+        load_compressed(tmp_path / "precious")
+
+
+def test_count_parameters_shared_frozen_and_pruned():
+    model, _ = load_model("tiny-albert", task="synthetic-cls")
+    counts = count_parameters(model)
+    assert counts["stored"] == sum(p.numel() for p in model.parameters())  # parameters() dedups shared ones
+    for p in model.albert.embeddings.parameters():
+        p.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.albert.embeddings.parameters())
+    counts = count_parameters(model)
+    assert counts["frozen"] == frozen and counts["trainable"] == counts["stored"] - frozen
+    # torch.nn.utils.prune: stored counts weight_orig; nonzero reads the masked weight
+    from torch.nn.utils import prune
+
+    layer = model.albert.encoder.albert_layer_groups[0].albert_layers[0].ffn
+    before = count_parameters(model)
+    prune.l1_unstructured(layer, "weight", amount=0.5)
+    after = count_parameters(model)
+    assert after["stored"] == before["stored"]
+    assert before["nonzero"] - after["nonzero"] == layer.weight.numel() // 2

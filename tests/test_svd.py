@@ -1,0 +1,101 @@
+"""Truncated SVD and LowRankLinear against their oracles: Eckart–Young, full-rank exactness, counts."""
+import pytest
+import torch
+from torch import nn
+
+from mpstudy.factorize import max_saving_rank, rank_for_ratio, svd_num_params, truncated_svd
+from mpstudy.layers import LowRankLinear
+
+SHAPES = [(8, 8), (12, 5), (5, 12), (64, 256)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("rank_fraction", [0.25, 0.5, 1.0])
+def test_error_equals_tail_singular_values(shape, rank_fraction):
+    """Eckart–Young: ||W - A B||_F^2 is the sum of the squared discarded singular values."""
+    torch.manual_seed(0)
+    W = torch.randn(*shape, dtype=torch.float64)
+    rank = max(1, int(rank_fraction * min(shape)))
+    A, B = truncated_svd(W, rank)
+    assert A.shape == (shape[0], rank) and B.shape == (rank, shape[1])
+    tail = torch.linalg.svdvals(W)[rank:]
+    assert torch.allclose(torch.linalg.norm(W - A @ B), tail.norm(), atol=1e-10)
+    # and the spectral norm of the error is the first discarded singular value
+    spectral = torch.linalg.matrix_norm(W - A @ B, ord=2)
+    assert torch.allclose(spectral, tail[0] if len(tail) else torch.tensor(0.0, dtype=W.dtype), atol=1e-10)
+
+
+def test_no_other_rank_r_matrix_does_better():
+    torch.manual_seed(1)
+    W = torch.randn(20, 30)
+    A, B = truncated_svd(W, 5)
+    best = torch.linalg.norm(W - A @ B)
+    for _ in range(20):  # random rank-5 competitors, and perturbations of the optimum
+        C = torch.randn(20, 5) @ torch.randn(5, 30)
+        assert torch.linalg.norm(W - C) >= best
+        assert torch.linalg.norm(W - (A + 1e-2 * torch.randn_like(A)) @ B) >= best
+
+
+def test_factors_are_balanced_and_keep_dtype():
+    W = torch.randn(16, 24, dtype=torch.float32)
+    A, B = truncated_svd(W, 4)
+    assert A.dtype == B.dtype == torch.float32
+    assert torch.allclose(A.norm(dim=0), B.norm(dim=1), rtol=1e-4)  # sqrt(S) on each side
+
+
+@pytest.mark.parametrize("rank", [0, -1, 9, 2.5, True])
+def test_bad_rank_is_refused(rank):
+    with pytest.raises(ValueError, match="rank must be an integer in \\[1, 8\\]"):
+        truncated_svd(torch.randn(8, 10), rank)
+
+
+def test_rank_arithmetic():
+    # r < mn / (m + n): 768x768 -> 383 (384 would store exactly as much); 768x3072 -> 614
+    assert max_saving_rank(768, 768) == 383
+    assert max_saving_rank(3072, 768) == 614
+    assert max_saving_rank(512, 512) == 255
+    assert svd_num_params(768, 768, 245) == 245 * 1536
+    assert rank_for_ratio(384, 1536, 0.5) == int(0.5 * 384 * 1536 / 1920)
+    assert rank_for_ratio(4, 4, 0.01) == 1  # never below 1
+    with pytest.raises(ValueError, match="ratio"):
+        rank_for_ratio(4, 4, 1.5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("in_f,out_f", [(16, 16), (16, 40), (40, 16)])
+def test_low_rank_linear_is_exact_at_full_rank(in_f, out_f, bias):
+    torch.manual_seed(0)
+    dense = nn.Linear(in_f, out_f, bias=bias).double()
+    layer = LowRankLinear.from_dense(dense, rank=min(in_f, out_f), allow_no_saving=True)
+    x = torch.randn(3, 7, in_f, dtype=torch.float64)
+    assert torch.allclose(layer(x), dense(x), atol=1e-10)
+    assert torch.allclose(layer.to_dense(), dense.weight, atol=1e-10)
+
+
+def test_low_rank_linear_counts_and_forward():
+    dense = nn.Linear(384, 1536)
+    layer = LowRankLinear.from_dense(dense, rank=32)
+    expected = 32 * (384 + 1536) + 1536  # factors + bias
+    assert layer.num_params() == expected == sum(p.numel() for p in layer.parameters())
+    x = torch.randn(2, 384)
+    assert torch.allclose(layer(x), x @ layer.to_dense().T + dense.bias, atol=1e-5)
+    A, B = truncated_svd(dense.weight, 32)
+    assert torch.allclose(layer.to_dense(), A @ B, atol=1e-6)
+
+
+def test_low_rank_linear_ratio_and_refusals():
+    dense = nn.Linear(64, 64)
+    assert LowRankLinear.from_dense(dense, ratio=0.5).rank == 16
+    with pytest.raises(ValueError, match="saves nothing"):
+        LowRankLinear.from_dense(dense, rank=32)  # 32 * 128 = 64 * 64: no saving
+    assert LowRankLinear.from_dense(dense, rank=32, allow_no_saving=True).rank == 32
+    with pytest.raises(ValueError, match="exactly one of rank= or ratio="):
+        LowRankLinear.from_dense(dense)
+    with pytest.raises(ValueError, match="exactly one of rank= or ratio="):
+        LowRankLinear.from_dense(dense, rank=4, ratio=0.5)
+    with pytest.raises(ValueError, match="got 0"):
+        LowRankLinear.from_dense(dense, rank=0)
+    with pytest.raises(ValueError, match="got 65"):
+        LowRankLinear.from_dense(dense, rank=65, allow_no_saving=True)
+    with pytest.raises(TypeError, match="Embedding"):
+        LowRankLinear.from_dense(nn.Embedding(10, 4), rank=2)
