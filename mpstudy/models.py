@@ -37,33 +37,16 @@ def minilm_path() -> Path:
 
 def _task_head(task) -> tuple[bool, int | None, str | None]:
     """(seq2seq?, num_labels, problem_type) from a task object, a task name, or None."""
+    from .tasks import task_head
+
     if task is None:
         return False, 2, None
-    if isinstance(task, str):
-        from .tasks import load_task
-
-        task = load_task(task) if task.startswith("synthetic") else _TaskInfo.from_name(task)
-    if task.kind == "seq2seq":
+    kind, num_labels = task_head(task) if isinstance(task, str) else (task.kind, task.num_labels)
+    if kind == "seq2seq":
         return True, None, None
-    if task.kind == "regression":
+    if kind == "regression":
         return False, 1, "regression"
-    return False, task.num_labels, "single_label_classification"
-
-
-class _TaskInfo:
-    """Head information of a task known by name, without reading its data."""
-
-    _KINDS = {"stsb": ("regression", 1), "multi30k": ("seq2seq", 0)}
-
-    def __init__(self, kind: str, num_labels: int) -> None:
-        self.kind, self.num_labels = kind, num_labels
-
-    @classmethod
-    def from_name(cls, name: str) -> "_TaskInfo":
-        key = name.lower().replace("-", "")
-        if key not in {"sst2", "mrpc", "stsb", "qnli", "rte", "cola", "multi30k"}:
-            raise ValueError(f"unknown task {name!r}")
-        return cls(*cls._KINDS.get(key, ("classification", 2)))
+    return False, num_labels, "single_label_classification"
 
 
 def _tokenizer_for_tiny():

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["score_vs_params", "error_by_role"]
+__all__ = ["score_vs_params", "error_by_role", "speedup_vs_flops"]
 
 
 def score_vs_params(df: pd.DataFrame, x: str = "model_params", y: str = "score", hue: str | None = "method",
@@ -32,4 +32,23 @@ def error_by_role(df: pd.DataFrame, x: str = "ratio", y: str = "rel_error", hue:
     if title:
         ax.set_title(title)
     ax.legend(title=None, frameon=False)
+    return ax
+
+
+def speedup_vs_flops(cost: pd.DataFrame, title: str | None = None, ax=None):
+    """Measured speed-up (dense time / compressed time) against the FLOP reduction (dense / compressed FLOPs).
+
+    ``cost`` needs columns ``flop_ratio`` (compressed / dense FLOPs) and ``speedup``. Points on
+    the dashed diagonal turn every saved FLOP into saved time.
+    """
+    ax = ax or plt.subplots(figsize=(6.4, 4))[1]
+    flop_gain = 1 / cost["flop_ratio"]
+    ax.plot(flop_gain, cost["speedup"], "o-", label="measured")
+    top = max(flop_gain.max(), cost["speedup"].max()) * 1.05
+    ax.plot([1, top], [1, top], ls="--", c="0.4", lw=1, label="speed-up = FLOP reduction")
+    ax.set_xlabel("FLOP reduction (dense / compressed)")
+    ax.set_ylabel("measured speed-up (dense / compressed time)")
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
     return ax

@@ -89,8 +89,9 @@ def run_study(
     os.close(fd)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3",
-                                   progress_bar=False, cwd=str(Path.cwd()))
+        # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
+        papermill.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3", progress_bar=False,
+                                   cwd=str(Path.cwd()), log_output=True, stdout_file=sys.stderr, stderr_file=sys.stderr)
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):

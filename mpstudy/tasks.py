@@ -43,6 +43,7 @@ __all__ = [
     "load_task",
     "make_collate",
     "task_fingerprint",
+    "task_head",
 ]
 
 #: Environment variable naming the local data folder (used when ``data_dir`` is not passed).
@@ -457,6 +458,14 @@ def _resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     if data_dir is None:
         data_dir = os.environ.get(DATA_ENV_VAR) or None
     return None if data_dir is None else Path(data_dir).expanduser().resolve()
+
+
+def task_head(name: str) -> tuple[str, int]:
+    """``(kind, num_labels)`` of a task known by name, without reading any data."""
+    key = canonical_task_name(name)
+    if key in _SYNTHETIC_KINDS:
+        return _SYNTHETIC_KINDS[key]
+    return _SPECS[key].kind, _SPECS[key].num_labels
 
 
 def load_task(
