@@ -1,7 +1,9 @@
 """The method registry: a method name -> how it replaces one group of target modules.
 
-Adding a method means writing its layer (``mpstudy.layers``) and registering a ``Method`` here;
-``compress``, the CLI and the notebooks then know it by name.
+Adding a method family means writing its math (``mpstudy.factorize``), its layer
+(``mpstudy.layers``) and a module here (``mpstudy/methods/<family>.py``) that calls
+``register_method``; importing it at the bottom of this file makes ``compress``, the CLI and the
+notebooks know the method by name.
 """
 from __future__ import annotations
 
@@ -10,9 +12,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .layers.base import CompressedLayer
-from .layers.lowrank import LowRankLinear
-from .targets import Target
+from ..layers.base import CompressedLayer
+from ..targets import Target
 
 __all__ = ["Method", "METHODS", "register_method", "get_method"]
 
@@ -73,12 +74,5 @@ def per_matrix(layer_cls: type[CompressedLayer]) -> GroupCompressor:
     return compress_group
 
 
-register_method(
-    Method(
-        name="svd",
-        description="truncated SVD: W (m x n) -> A (m x r) B (r x n), two thin Linears (Eckart-Young optimal)",
-        budget_keys=("rank", "ratio", "allow_no_saving"),
-        dense_types=(nn.Linear,),
-        compress_group=per_matrix(LowRankLinear),
-    )
-)
+# Method families register themselves on import (one line each).
+from . import svd  # noqa: E402,F401
