@@ -69,7 +69,7 @@ def run_study(
     params = get_profile(profile, notebook.stem)
     params.update(overrides or {})
     if "results_dir" in declared:
-        params["results_dir"] = str(Path(results_dir).resolve())
+        params["results_dir"] = str(results_dir)  # relative to the kernel's cwd, which is ours
     unknown = sorted(set(params) - set(declared))
     if unknown:
         raise ValueError(f"{notebook.name} has no parameter(s) {unknown}; its parameters are {sorted(declared)}")
