@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["latency", "count_flops", "dummy_batch"]
+__all__ = ["latency", "compare_latency", "count_flops", "dummy_batch"]
 
 
 def dummy_batch(tokenizer, batch_size: int = 8, seq_len: int = 64, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -51,6 +51,25 @@ def latency(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 10,
         times.append((time.perf_counter() - t0) * 1e3)
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {"median_ms": statistics.median(times), "min_ms": min(times), "iqr_ms": q[2] - q[0]}
+
+
+@torch.inference_mode()
+def compare_latency(baseline: nn.Module, candidate: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 10,
+                    warmup: int = 2) -> dict[str, float]:
+    """Forward time of ``candidate`` against ``baseline`` on the same batch, timed alternately.
+
+    Alternating the two models makes the ratio robust to whatever else the machine is doing
+    (load that slows one run slows its neighbour too). Returns ``baseline_ms`` and
+    ``candidate_ms`` (medians) and ``speedup`` = baseline / candidate.
+    """
+    for model in (baseline, candidate):
+        model.eval()
+        for _ in range(warmup):
+            _forward(model, batch)
+    pairs = [(latency(baseline, batch, repeats=1, warmup=0)["median_ms"], latency(candidate, batch, repeats=1, warmup=0)["median_ms"])
+             for _ in range(repeats)]
+    base, cand = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+    return {"baseline_ms": base, "candidate_ms": cand, "speedup": base / cand}
 
 
 @torch.inference_mode()

@@ -100,6 +100,8 @@ class TrainResult:
     steps: int
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: ``count_parameters`` of the model as trained: stored, trainable, frozen, non-zero
+    params: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,11 +211,15 @@ def train(
     config: TrainConfig | None = None,
     objective: Objective | None = None,
     param_groups: list[dict[str, Any]] | None = None,
+    extra_eval: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``task.train``, evaluating on ``task.dev``; returns the best dev metrics.
 
     Only parameters with ``requires_grad`` train (or those in ``param_groups``, which may set
     their own ``lr``). With ``config.keep_best`` the model ends at its best dev checkpoint.
+    ``extra_eval(model)``, if given, runs at every evaluation and its dict (e.g. a dev loss) is
+    added to that step's history record. Every record has ``elapsed_s`` (wall-clock seconds
+    since the start) and ``train_s`` (the same without the time spent evaluating).
     """
     from .tasks import make_collate
 
@@ -227,6 +233,9 @@ def train(
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("nothing to train: no parameter in the optimizer groups requires grad")
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    from .surgery import count_parameters
+
+    params = count_parameters(model)
     steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total, int(config.warmup_ratio * total)))
@@ -237,7 +246,7 @@ def train(
 
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, float], dict[str, torch.Tensor] | None] = (-math.inf, 0, {}, None)
-    step, start = 0, time.perf_counter()
+    step, start, eval_seconds = 0, time.perf_counter(), 0.0
     bar = tqdm(total=total, desc=f"train {task.name}", disable=not config.progress, leave=False)
     while step < total:
         for indices, batch in iterate_batches(task.train, collate, config.batch_size, generator):
@@ -253,7 +262,11 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.4f}")
             record: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0], **logs}
             if step % eval_every == 0 or step == total:
+                eval_start = time.perf_counter()
                 metrics = evaluate(model, tokenizer, task, **eval_kwargs)
+                if extra_eval is not None:
+                    record.update(extra_eval(model))
+                eval_seconds += time.perf_counter() - eval_start
                 model.train()
                 record.update({f"dev_{k}": v for k, v in metrics.items()})
                 score = metrics[task.main_metric]
@@ -261,6 +274,9 @@ def train(
                 if not best[2] or score > best[0]:
                     state = copy.deepcopy(model.state_dict()) if config.keep_best else None
                     best = (score, step, metrics, state)
+            # wall-clock seconds since the start: in all, and spent training (evaluation excluded)
+            record["elapsed_s"] = time.perf_counter() - start
+            record["train_s"] = record["elapsed_s"] - eval_seconds
             history.append(record)
             if step >= total:
                 break
@@ -269,4 +285,4 @@ def train(
         model.load_state_dict(best[3])
     model.eval()
     return TrainResult(best_metrics=best[2], best_step=best[1], steps=step,
-                       train_seconds=time.perf_counter() - start, history=history)
+                       train_seconds=time.perf_counter() - start, history=history, params=params)
