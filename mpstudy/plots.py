@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["score_vs_params", "error_by_role", "speedup_vs_flops"]
+__all__ = ["score_vs_params", "error_by_role", "speedup_vs_flops", "bond_spectra", "squeeze_trajectory", "mpo_diagram"]
 
 
 def score_vs_params(df: pd.DataFrame, x: str = "model_params", y: str = "score", hue: str | None = "method",
@@ -51,4 +51,81 @@ def speedup_vs_flops(cost: pd.DataFrame, title: str | None = None, ax=None):
     if title:
         ax.set_title(title)
     ax.legend(frameon=False)
+    return ax
+
+
+def bond_spectra(mpos: dict, title: str | None = None, axes=None):
+    """Singular values across each internal bond of some MPOs, normalised by ``||W||_F``.
+
+    ``mpos`` maps a label (e.g. ``"layer 0 query"``) to an ``mpstudy.factorize.MPO``; one panel
+    per MPO, one line per bond (log scale). Where a curve drops, cutting that bond is cheap.
+    """
+    import numpy as np
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(mpos), figsize=(4.2 * len(mpos), 3.4), squeeze=False)
+        axes = axes[0]
+    for ax, (label, mpo) in zip(axes, mpos.items()):
+        for k, s in enumerate(mpo.bond_singular_values, start=1):
+            values = (s / mpo.frobenius_norm).cpu().numpy()
+            ax.plot(np.arange(1, len(values) + 1), values, label=f"bond {k} (d={len(values)})")
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_xlabel("index along the bond")
+        ax.set_title(label, fontsize=10)
+        ax.legend(frameon=False, fontsize=8)
+    axes[0].set_ylabel("singular value / ||W||_F")
+    if title:
+        plt.suptitle(title)
+    plt.tight_layout()
+    return axes
+
+
+def squeeze_trajectory(trajectory: pd.DataFrame, metric: str, title: str | None = None, ax=None):
+    """Dev metric against stored parameters along a dimension-squeezing run (rejected cut marked x)."""
+    ax = ax or plt.subplots(figsize=(6.4, 4))[1]
+    kept = trajectory[trajectory.accepted]
+    ax.plot(kept.stored / 1e6, kept[metric], "o-", label="accepted cuts")
+    rejected = trajectory[~trajectory.accepted]
+    if len(rejected):
+        ax.plot(rejected.stored / 1e6, rejected[metric], "x", ms=10, c="C3", label="rejected (stop)")
+    ax.invert_xaxis()
+    ax.set_xlabel("stored parameters (millions), squeezing left to right")
+    ax.set_ylabel(f"dev {metric}")
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
+    return ax
+
+
+def mpo_diagram(row_dims, col_dims, bond_dims, central_index: int | None = None, title: str | None = None, ax=None):
+    """Tensor-network picture of an MPO: one box per core ``(d_{k-1}, i_k, j_k, d_k)``.
+
+    Legs up are the row (output) indices ``i_k``, legs down the column (input) indices ``j_k``,
+    horizontal links the bonds ``d_k``; the central tensor is shaded.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    n = len(row_dims)
+    central_index = (n - 1) // 2 if central_index is None else central_index
+    ax = ax or plt.subplots(figsize=(1.9 * n + 1, 2.6))[1]
+    for k in range(n):
+        x = 2.0 * k
+        shade = "#f4a261" if k == central_index else "#a8dadc"
+        ax.add_patch(FancyBboxPatch((x - 0.45, -0.45), 0.9, 0.9, boxstyle="round,pad=0.05", fc=shade, ec="0.2"))
+        label = "C" if k == central_index else f"A{k + 1 if k < central_index else k}"
+        ax.text(x, 0, label, ha="center", va="center", fontsize=12, weight="bold")
+        ax.plot([x, x], [0.5, 1.1], c="0.2")
+        ax.text(x, 1.2, f"i={row_dims[k]}", ha="center", va="bottom", fontsize=9)
+        ax.plot([x, x], [-0.5, -1.1], c="0.2")
+        ax.text(x, -1.2, f"j={col_dims[k]}", ha="center", va="top", fontsize=9)
+        if k < n - 1:
+            ax.plot([x + 0.5, x + 1.5], [0, 0], c="0.2", lw=2)
+            ax.text(x + 1.0, 0.12, f"d={bond_dims[k + 1]}", ha="center", va="bottom", fontsize=9)
+    ax.set_xlim(-1, 2.0 * n - 1)
+    ax.set_ylim(-1.8, 1.8)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
     return ax

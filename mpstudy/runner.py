@@ -92,6 +92,7 @@ def run_study(
         # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
         papermill.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3", progress_bar=False,
                                    cwd=str(Path.cwd()), log_output=True, stdout_file=sys.stderr, stderr_file=sys.stderr)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, output)
     finally:
         if os.path.exists(tmp):
@@ -131,6 +132,7 @@ def store_smoke_outputs(notebook: str | os.PathLike, timeout: int = 600) -> Path
     fd, tmp_path = tempfile.mkstemp(prefix=f".{notebook.stem}.", suffix=".ipynb", dir=notebook.parent)
     os.close(fd)
     nbformat.write(nb, tmp_path)
+    os.chmod(tmp_path, 0o644)  # mkstemp creates 0600 files
     os.replace(tmp_path, notebook)
     return notebook
 
