@@ -206,7 +206,7 @@ def _sweep_right_to_left(cores: list[Tensor], svals: list[Tensor], center: int) 
         d_left, i, j, d_right = cores[k].shape
         U, S, Vh = torch.linalg.svd(cores[k].reshape(d_left, -1), full_matrices=False)
         cores[k] = Vh.reshape(S.shape[0], i, j, d_right)
-        svals[k - 1] = S
+        svals[k - 1] = S.to(torch.float64)
         cores[k - 1] = torch.tensordot(cores[k - 1], U * S, dims=([3], [0]))
 
 
@@ -375,7 +375,9 @@ def mpo_decompose(
         max_bond: optional cap on every internal bond (int), or one cap per bond (``n - 1`` ints).
         rel_tol: optional relative Frobenius tolerance in ``[0, 1)``; see :meth:`MPO.truncate`.
 
-    The SVDs run in float64 on ``W``'s device; the cores come back in ``W``'s dtype. The result
+    The SVDs run in float64 for a float64 ``W`` and in float32 otherwise (as fast as TensorLy's
+    ``tensor_train_matrix`` on the same matrix; see ``bench/mpo_bench.py``), on ``W``'s device; the
+    cores come back in ``W``'s dtype and the bond spectra in float64. The result
     keeps the full bond spectra, so ``.truncate(...)`` later is a slice, not a recomputation.
     """
     if not isinstance(W, Tensor) or W.ndim != 2:
@@ -392,13 +394,15 @@ def mpo_decompose(
         )
     caps = _check_max_bond(max_bond, len(rows) - 1)
     tol = _check_rel_tol(rel_tol)
-    W64 = W.detach().to(torch.float64)
+    work_dtype = torch.float64 if W.dtype == torch.float64 else torch.float32
+    W64 = W.detach().to(work_dtype)
     if not torch.isfinite(W64).all():
         raise ValueError("W contains NaN or inf values")
 
     cores, svals = _tt_svd(_interleave(W64, rows, cols), rows, cols)
     center = (len(rows) - 1) // 2
     _sweep_right_to_left(cores, svals, center)
+    svals = [s.to(torch.float64) for s in svals]
 
     full = MPO(
         cores=[c.to(W.dtype) for c in cores],

@@ -11,7 +11,7 @@ the MPO layers) train: ``adapter_params()`` lists exactly what trains, and
 Cost: in training the dense weight is contracted from the cores on every forward (MPO saves
 storage, not time). In evaluation mode the contracted weight is cached, so inference runs at the
 dense model's speed; the cache is dropped whenever the layer returns to training, is moved, or
-loads a state dict.
+loads a state dict (changing the cores in place while in evaluation mode is not detected).
 """
 from __future__ import annotations
 
@@ -109,7 +109,8 @@ class MPOLayerMixin(CompressedLayer):
         self._cache = None
 
     def train(self, mode: bool = True):
-        self._drop_cache()
+        if mode:  # entering training: the cores may change; staying in (or entering) eval keeps the cache
+            self._drop_cache()
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
