@@ -176,3 +176,26 @@ def test_cheapest_cut_and_squeeze_trajectory():
     assert count_parameters(model)["stored"] == trajectory[-1]["stored"]
     with pytest.raises(ValueError, match="needs a model with MPO layers"):
         dimension_squeeze(load_model("tiny-bert", task=task)[0], tok, task, TrainConfig(max_steps=1))
+
+
+def test_mpop_set_up_and_lora_baseline():
+    from mpstudy.lora import apply_lora
+    from mpstudy.mpop import mpop_compress, mpop_variant
+
+    model, _ = load_model("tiny-bert", task="synthetic-cls")
+    with pytest.raises(ValueError, match=r"unknown MPOP layer group\(s\) \['FFN_1'\]"):
+        mpop_compress(model, layers=("FFN_1",))
+    reports = mpop_compress(model, layers=("attention", "FFN", "pooler"), attention_cap=4)
+    assert [len(r.modules) for r in reports] == [6, 4, 1]
+    assert all(max(m["bond_dims"]) <= 4 for m in reports[0].modules)
+    groups = mpop_variant(model, "lightweight", mpo_lr=1e-4)
+    assert groups[-1]["lr"] == 1e-4 and count_parameters(model)["frozen"] > 0
+    with pytest.raises(ValueError, match="variant must be"):
+        mpop_variant(model, "half")
+
+    base, _ = load_model("tiny-bert", task="synthetic-cls")
+    peft_model = apply_lora(base, rank=2)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    # LoRA on query and value of 2 layers: rank 2 x (64 + 64) each, plus the 64x2+2 classifier
+    assert count_parameters(peft_model)["trainable"] == 4 * 2 * 128 + 130
