@@ -196,6 +196,8 @@ def test_mpop_set_up_and_lora_baseline():
     base, _ = load_model("tiny-bert", task="synthetic-cls")
     peft_model = apply_lora(base, rank=2)
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
-    # LoRA on query and value of 2 layers: rank 2 x (64 + 64) each, plus the 64x2+2 classifier
-    assert count_parameters(peft_model)["trainable"] == 4 * 2 * 128 + 130
+    assert trainable and all("lora_" in n or "classifier" in n or "pooler" in n for n in trainable)
+    # LoRA on query and value of 2 layers: rank 2 x (64 + 64) each, the 64x2+2 classifier, the 64x64+64 pooler
+    assert count_parameters(peft_model)["trainable"] == 4 * 2 * 128 + 130 + 64 * 64 + 64
+    no_pooler = apply_lora(load_model("tiny-bert", task="synthetic-cls")[0], rank=2, train_pooler=False)
+    assert count_parameters(no_pooler)["trainable"] == 4 * 2 * 128 + 130
