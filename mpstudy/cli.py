@@ -80,6 +80,71 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     print(json.dumps([{k: s[k] for k in ("notebook", "status", "seconds")} for s in stamps], indent=2))
 
 
+def _cmd_prune(args: argparse.Namespace) -> None:
+    from .composability import run_prune_step
+
+    run_prune_step(args)
+
+
+def _add_prune_parser(sub) -> None:
+    """``mpstudy prune STEP``: the composable-pruning workflow, one step per script of the original."""
+    p = sub.add_parser("prune", help="composable pruning: configs, scheme, prune, tune-modules, compose, finetune, evaluate, plot",
+                       description="Composable pruning, step by step (keep ratios are the fraction KEPT, in (0, 1]).")
+    steps = p.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    def step(name: str, helptext: str, model: bool = True, task: bool = True, data: bool = False, training: bool = False):
+        s = steps.add_parser(name, help=helptext, description=helptext)
+        if model:
+            s.add_argument("model", metavar="MODEL", help="the fine-tuned original (load_model spec or directory)"
+                           if name not in ("finetune", "evaluate") else "a directory written by 'prune compose' or 'prune finetune'")
+        if task:
+            s.add_argument("--task", required=name in ("tune-modules", "finetune", "evaluate"), default=None,
+                           help="task whose head the model has / whose data is used")
+        if data or training:
+            s.add_argument("--data-dir", default=None, help="folder with glue/ and multi30k/ (default: $MPSTUDY_DATA, else the hub)")
+            s.add_argument("--max-eval", type=int, default=None, help="seeded subset of the dev split")
+        if training:
+            s.add_argument("--max-train", type=int, default=None, help="seeded subset of the training split")
+            s.add_argument("--lr", type=float, required=True, help="peak learning rate (original: 1e-2 module-level; 5e-3 T5, 1e-6 DistilBERT model-level)")
+            s.add_argument("--epochs", type=float, default=1.0)
+            s.add_argument("--batch-size", type=int, default=32)
+            s.add_argument("--eval-every", type=int, default=None, help="validate every N steps (default: once per epoch)")
+            s.add_argument("--stats", default=None, help="write the training history (JSON) here, for 'prune plot'")
+            s.add_argument("--quiet", action="store_true", help="no progress bar")
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--max-length", type=int, default=128, help="tokenizer truncation length")
+        return s
+
+    s = step("configs", "write N pruning configurations (JSON list of {module: keep ratio})")
+    s.add_argument("--attention-keep", type=float, nargs="+", default=[0.25, 0.5, 0.25], help="kept fraction of heads, one per configuration")
+    s.add_argument("--linear-keep", type=float, nargs="+", default=[0.3, 0.3, 0.5], help="kept fraction of FFN weights, one per configuration")
+    s.add_argument("-n", "--num-configs", type=int, default=None)
+    s.add_argument("--out", default="conf.json")
+    s = step("scheme", "list each distinct (module, keep ratio) variant once", model=False, task=False)
+    s.add_argument("configs", metavar="CONFIGS", help="the JSON written by 'prune configs'")
+    s.add_argument("--out", default="conf_prune.json")
+    s = step("prune", "prune every variant of a scheme once")
+    s.add_argument("--scheme", required=True, help="the JSON written by 'prune scheme'")
+    s.add_argument("--out", default="module_pruned.pt")
+    s = step("tune-modules", "module-level fine-tuning: each variant learns its original module's output (MSE)", training=True)
+    s.add_argument("--variants", required=True, help="the file written by 'prune prune'")
+    s.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping")
+    s.add_argument("--out", default="module_finetuned.pt")
+    s = step("compose", "compose one configuration from (tuned or untuned) variants")
+    s.add_argument("--variants", required=True, help="'prune tune-modules' output (composability) or 'prune prune' output (baseline)")
+    s.add_argument("--configs", required=True)
+    s.add_argument("--index", type=int, required=True, help="which configuration (0-based)")
+    s.add_argument("--out", required=True, help="directory for the composed model")
+    s = step("finetune", "model-level fine-tuning of a composed model (masks and removed heads stay)", training=True)
+    s.add_argument("--out", required=True, help="directory for the fine-tuned model")
+    s = step("evaluate", "task metrics and parameter counts (total, non-zero) of a pruned model", data=True)
+    s.add_argument("--test", action="store_true", help="score the labelled test split (Multi30K test_2016_flickr)")
+    s = step("plot", "plot training and validation loss from a --stats file", model=False, task=False)
+    s.add_argument("stats", metavar="STATS")
+    s.add_argument("--out", default="loss.png")
+    p.set_defaults(func=_cmd_prune)
+
+
 def _cmd_book(args: argparse.Namespace) -> None:
     from .runner import build_book
 
@@ -130,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results-dir", default="results", help="where results records and run stamps go")
         p.add_argument("--force", action="store_true", help="run even if parameters and code are unchanged")
         p.set_defaults(func=_cmd_run if name == "run" else _cmd_reproduce)
+
+    _add_prune_parser(sub)
 
     p = sub.add_parser("book", help="build the HTML book into _build/html (offline, from committed notebooks)")
     p.add_argument("--root", default=None, help="project checkout (default: the current directory)")

@@ -126,3 +126,37 @@ def test_count_parameters_shared_frozen_and_pruned():
     after = count_parameters(model)
     assert after["stored"] == before["stored"]
     assert before["nonzero"] - after["nonzero"] == layer.weight.numel() // 2
+
+
+@pytest.mark.parametrize("method,budget", [
+    ("offline-ae", {"epochs": 0}),  # untrained: the round trip is what is tested
+    ("offline-kronecker", {}),
+    ("offline-tucker", {"block": 16}),
+    ("offline-svd", {}),
+    ("offline-prune", {}),
+])
+@pytest.mark.parametrize("mode", ["separated", "concatenated"])
+def test_offline_layers_save_load_identical_logits(tmp_path, method, budget, mode):
+    """The offline layers (issue 6) round-trip, shared decoders / factor sets included."""
+    from mpstudy.layers.decoded import GroupMemberLayer
+
+    model, tokenizer = load_model("tiny-bert", task="synthetic-cls")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small decompositions: on 2 shared cores one thread is many times faster
+    try:
+        compress(model, method, targets="key,ffn_out,word_embeddings", cr=3, mode=mode, **budget)
+    finally:
+        torch.set_num_threads(threads)
+    save_compressed(model, tmp_path / "m", tokenizer=tokenizer)
+    reloaded = load_compressed(tmp_path / "m")
+    batch = _batch(tokenizer)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
+    assert count_parameters(reloaded) == count_parameters(model)
+    keys = [layer.attention.self.key for layer in reloaded.bert.encoder.layer]
+    if mode == "concatenated" and isinstance(keys[0], GroupMemberLayer):  # the reloaded group shares again
+        assert keys[0].shared_module is keys[1].shared_module
+    twice = load_compressed(tmp_path / "m")  # a second load shares nothing with the first
+    if isinstance(keys[0], GroupMemberLayer):
+        assert twice.bert.encoder.layer[1].attention.self.key.shared_module is not keys[1].shared_module

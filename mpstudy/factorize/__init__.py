@@ -2,8 +2,14 @@
 from .mpo import MPO, mpo_decompose, mpo_num_params
 from .shapes import factorize_dim, pad_to, padded_factorization, unpad
 from .svd import max_saving_rank, rank_for_ratio, svd_num_params, truncated_svd
+from .autoencoder import ae_sizes_for_cr, row_loss
+from .budget import CR_TOLERANCE, cr_target
+from .kronecker import kronecker_plan_for_cr, kronecker_sum_to_dense, nearest_kronecker_sum
+from .tucker import hosvd, tucker_decompose, tucker_plan_for_cr, tucker_to_tensor
 
 __all__ = [
     "truncated_svd", "svd_num_params", "max_saving_rank", "rank_for_ratio",
     "MPO", "mpo_decompose", "mpo_num_params", "factorize_dim", "padded_factorization", "pad_to", "unpad",
+    "ae_sizes_for_cr", "row_loss", "CR_TOLERANCE", "cr_target", "kronecker_plan_for_cr", "kronecker_sum_to_dense",
+    "nearest_kronecker_sum", "hosvd", "tucker_decompose", "tucker_plan_for_cr", "tucker_to_tensor",
 ]

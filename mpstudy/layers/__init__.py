@@ -2,6 +2,12 @@
 from .base import LAYER_CLASSES, CompressedLayer, register_layer
 from .lowrank import LowRankLinear
 from .mpo import MPOEmbedding, MPOLinear, mpo_layers, set_lightweight
+from .autoencoder import AutoencoderLayer, RowDecoder
+from .kronecker import KroneckerLayer
+from .lowrank_rows import RowBasisLowRank
+from .magnitude import MagnitudePrunedLayer
+from .tucker_rows import TuckerRowsLayer
 
 __all__ = ["CompressedLayer", "LAYER_CLASSES", "register_layer", "LowRankLinear", "MPOLinear", "MPOEmbedding",
-           "mpo_layers", "set_lightweight"]
+           "mpo_layers", "set_lightweight",
+           "AutoencoderLayer", "RowDecoder", "KroneckerLayer", "RowBasisLowRank", "MagnitudePrunedLayer", "TuckerRowsLayer"]

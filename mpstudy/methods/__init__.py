@@ -77,3 +77,4 @@ def per_matrix(layer_cls: type[CompressedLayer]) -> GroupCompressor:
 # Method families register themselves on import (one line each).
 from . import svd  # noqa: E402,F401
 from . import mpo  # noqa: E402,F401
+from . import offline  # noqa: E402,F401

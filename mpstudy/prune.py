@@ -1,0 +1,691 @@
+"""Pruning: magnitude (l1-unstructured) pruning of Linear weights, physical removal of attention
+heads (BERT-style encoders, DistilBERT and T5, including T5's relative attention bias),
+pruning configurations and schemes, and composition of a model from pruned module variants.
+
+Every ratio in this module is a **keep ratio**: the fraction of a module that *survives*
+(``keep_ratio=1.0`` leaves a module untouched, ``keep_ratio=0.3`` keeps 30 % of a Linear's
+weights or of an attention module's heads). The original code called these numbers "pruning
+rates" in its documentation while using them as kept fractions; here the name says it.
+
+The two kinds of prunable module (``kind``):
+
+* ``"linear"``: the feed-forward ``nn.Linear`` weights (roles ``ffn_in`` and ``ffn_out`` of the
+  architecture preset: BERT ``intermediate.dense``/``output.dense``, T5 ``wi``/``wo``).
+  Pruned with :func:`torch.nn.utils.prune.l1_unstructured`: the smallest-magnitude weights are
+  zeroed by a mask (``weight = weight_orig * weight_mask``), which stays attached so the zeros
+  persist through fine-tuning. The stored tensor stays dense: this saves non-zeros, not storage
+  or time, until a sparse kernel is used.
+* ``"attention"``: a whole multi-head attention block (BERT ``attention`` = self-attention plus
+  output projection, DistilBERT ``attention``, T5 ``SelfAttention``/``EncDecAttention``). Heads
+  are scored by the l1 norm of their rows of the query, key and value weights together, and the
+  lowest-scoring heads are **physically removed**: their rows of Q, K, V and their columns of
+  the output projection are deleted, so the matrices shrink and the layer runs faster.
+
+The API the workflow uses (and that other studies may reuse):
+
+>>> model, tok = load_model("tiny-t5", task="synthetic-seq2seq")          # doctest: +SKIP
+>>> configs = generate_configs(model, attention_keep=[0.25, 0.5], linear_keep=[0.3, 0.3])  # doctest: +SKIP
+>>> scheme = pruning_scheme(configs)            # {module name: [distinct keep ratios < 1]}  # doctest: +SKIP
+>>> variants = prune_variants(model, scheme)    # {module name: {keep ratio: pruned copy}}   # doctest: +SKIP
+>>> pruned = compose(model, configs[0], variants)                                          # doctest: +SKIP
+
+For a single matrix at a compression ratio (e.g. offline compression baselines), use
+:func:`prune_linear` on a copy of the ``nn.Linear``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+from transformers.models.t5.modeling_t5 import T5Attention
+
+from .surgery import set_submodule
+from .targets import PRESETS, preset_for, resolve_targets
+
+__all__ = [
+    "KINDS",
+    "PrunableModule",
+    "PrunedT5Attention",
+    "prunable_modules",
+    "generate_configs",
+    "pruning_scheme",
+    "scheme_size",
+    "check_keep_ratio",
+    "num_heads_to_prune",
+    "attention_num_heads",
+    "head_scores",
+    "select_heads_to_prune",
+    "prune_heads",
+    "mask_heads",
+    "prune_attention",
+    "prune_linear",
+    "prune_module",
+    "clone_module",
+    "prune_variants",
+    "compose",
+    "finalize_pruning",
+    "pruning_summary",
+    "save_variants",
+    "load_variants",
+    "save_pruned",
+    "load_pruned",
+]
+
+#: the kinds of prunable module
+KINDS = ("attention", "linear")
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@dataclass(frozen=True)
+class _HeadLayout:
+    """Where the Q/K/V/O projections and the head bookkeeping of one attention block live
+    (dotted attribute paths relative to the attention module)."""
+
+    q: str
+    k: str
+    v: str
+    o: str
+    num_heads: str  # attribute holding the current head count
+    head_dim: str  # attribute holding the per-head width
+    inner_dim: str | None  # attribute holding num_heads * head_dim, if the class keeps one
+    query_suffix: str  # attention module name = query module name minus this suffix
+
+
+_LAYOUTS: dict[str, _HeadLayout] = {
+    "bert": _HeadLayout("self.query", "self.key", "self.value", "output.dense", "self.num_attention_heads",
+                        "self.attention_head_size", "self.all_head_size", ".self.query"),
+    "distilbert": _HeadLayout("q_lin", "k_lin", "v_lin", "out_lin", "n_heads", "attention_head_size", None, ".q_lin"),
+    "t5": _HeadLayout("q", "k", "v", "o", "n_heads", "key_value_proj_dim", "inner_dim", ".q"),
+}
+
+
+def _family(model: nn.Module) -> str:
+    """The head layout family of ``model`` (``bert`` for BERT/RoBERTa/MiniLM..., ``distilbert``, ``t5``)."""
+    preset = preset_for(model)
+    for family in _LAYOUTS:
+        if preset is PRESETS[family]:
+            return family
+    raise ValueError(
+        f"head pruning supports model types whose preset is one of {sorted(_LAYOUTS)} "
+        f"(BERT, RoBERTa, MiniLM, ELECTRA, DistilBERT, T5, mT5); got model_type {model.config.model_type!r}"
+    )
+
+
+def _layout_of(attention: nn.Module) -> _HeadLayout:
+    """The layout of an attention module, recognised by its attributes."""
+    if isinstance(attention, T5Attention):
+        return _LAYOUTS["t5"]
+    if hasattr(attention, "self") and hasattr(attention.self, "num_attention_heads") and hasattr(attention, "output"):
+        return _LAYOUTS["bert"]
+    if hasattr(attention, "q_lin") and hasattr(attention, "n_heads"):
+        return _LAYOUTS["distilbert"]
+    raise ValueError(
+        f"{type(attention).__name__} is not an attention block this module can prune; expected a BERT-style "
+        "attention (with .self and .output), a DistilBERT attention (q_lin...) or a T5Attention"
+    )
+
+
+def _get(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set(obj: Any, path: str, value: Any) -> None:
+    parent, _, last = path.rpartition(".")
+    setattr(_get(obj, parent) if parent else obj, last, value)
+
+
+# --------------------------------------------------------------------------- which modules
+
+
+@dataclass(frozen=True)
+class PrunableModule:
+    """One module a pruning configuration can name.
+
+    Attributes:
+        name: full module name (``"bert.encoder.layer.0.attention"``, ``"encoder.block.0.layer.1.DenseReluDense.wi"``).
+        kind: ``"attention"`` (heads are removed) or ``"linear"`` (weights are masked).
+        size: number of heads (attention) or of weights (linear).
+        module: the module itself.
+    """
+
+    name: str
+    kind: str
+    size: int
+    module: nn.Module
+
+
+def prunable_modules(model: nn.Module) -> list[PrunableModule]:
+    """The attention blocks and feed-forward Linears of ``model``, attention first, each in model order.
+
+    Attention blocks are found from the preset's ``query`` role (the block holding Q, K, V and
+    the output projection); Linears are the preset's ``ffn_in`` and ``ffn_out`` roles.
+    """
+    family = _family(model)
+    layout = _LAYOUTS[family]
+    found: list[PrunableModule] = []
+    for target in resolve_targets(model, "query", module_types=(nn.Linear,)):
+        if not target.name.endswith(layout.query_suffix):
+            raise ValueError(f"query module {target.name!r} does not end with {layout.query_suffix!r}")
+        name = target.name[: -len(layout.query_suffix)]
+        attention = model.get_submodule(name)
+        found.append(PrunableModule(name, "attention", attention_num_heads(attention), attention))
+    for target in resolve_targets(model, "ffn", module_types=(nn.Linear,)):
+        found.append(PrunableModule(target.name, "linear", target.module.weight.numel(), target.module))
+    return found
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def check_keep_ratio(keep_ratio: Any, what: str = "keep_ratio") -> float:
+    """``keep_ratio`` as a float in (0, 1], else a ValueError naming the value."""
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
+        raise ValueError(f"{what} must be a number in (0, 1] (the fraction KEPT; 1 = unpruned), got {keep_ratio!r}")
+    return float(keep_ratio)
+
+
+def generate_configs(
+    model: nn.Module, attention_keep: Sequence[float], linear_keep: Sequence[float], num_configs: int | None = None
+) -> list[dict[str, float]]:
+    """Pruning configurations: configuration ``i`` keeps ``attention_keep[i]`` of every attention
+    block's heads and ``linear_keep[i]`` of every feed-forward Linear's weights.
+
+    Args:
+        model: the model the configurations apply to (its module names are the keys).
+        attention_keep: one keep ratio of attention heads per configuration, each in (0, 1].
+        linear_keep: one keep ratio of Linear weights per configuration, each in (0, 1].
+        num_configs: the number of configurations; must equal both lists' lengths if given.
+
+    Returns:
+        A list of ``num_configs`` dicts ``{module name: keep ratio}`` over every module of
+        :func:`prunable_modules` (a keep ratio of 1 leaves that module untouched). The paper's
+        default is ``attention_keep=[0.25, 0.5, 0.25]``, ``linear_keep=[0.3, 0.3, 0.5]``.
+    """
+    attention_keep, linear_keep = list(attention_keep), list(linear_keep)
+    n = len(attention_keep)
+    if n == 0 or len(linear_keep) != n or (num_configs is not None and num_configs != n):
+        raise ValueError(
+            f"attention_keep ({attention_keep!r}) and linear_keep ({linear_keep!r}) must be non-empty lists of the "
+            f"same length{'' if num_configs is None else f' equal to num_configs={num_configs!r}'}: one entry per configuration"
+        )
+    attention_keep = [check_keep_ratio(r, f"attention_keep[{i}]") for i, r in enumerate(attention_keep)]
+    linear_keep = [check_keep_ratio(r, f"linear_keep[{i}]") for i, r in enumerate(linear_keep)]
+    modules = prunable_modules(model)
+    for i, keep in enumerate(attention_keep):
+        for m in modules:
+            if m.kind == "attention":
+                num_heads_to_prune(m.size, keep)  # fails early if a ratio would remove every head
+    return [{m.name: (attention_keep[i] if m.kind == "attention" else linear_keep[i]) for m in modules} for i in range(n)]
+
+
+def pruning_scheme(configs: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
+    """Each distinct (module, keep ratio) variant the configurations need, listed once.
+
+    Returns:
+        ``{module name: sorted distinct keep ratios < 1}`` in order of first appearance;
+        modules that every configuration keeps whole are left out. With the paper's defaults
+        every module gets two variants, where pruning each configuration separately would
+        build three.
+    """
+    if not configs:
+        raise ValueError("configs is empty: give at least one {module name: keep ratio} configuration")
+    scheme: dict[str, set[float]] = {}
+    for i, config in enumerate(configs):
+        for name, keep in config.items():
+            keep = check_keep_ratio(keep, f"configs[{i}][{name!r}]")
+            if keep < 1:
+                scheme.setdefault(name, set()).add(keep)
+    return {name: sorted(ratios) for name, ratios in scheme.items()}
+
+
+def scheme_size(scheme: Mapping[str, Sequence[float]]) -> int:
+    """Number of pruned module variants a scheme asks for."""
+    return sum(len(r) for r in scheme.values())
+
+
+# --------------------------------------------------------------------------- head pruning
+
+
+def num_heads_to_prune(num_heads: int, keep_ratio: float) -> int:
+    """How many of ``num_heads`` heads a keep ratio removes: ``floor(num_heads * (1 - keep_ratio) + 0.5)``
+    (the original's rounding: 0.25 of 8 heads prunes 6, of 12 heads prunes 9; 0.5 of 4 prunes 2).
+
+    Raises ValueError if that would remove every head.
+    """
+    keep_ratio = check_keep_ratio(keep_ratio)
+    n = int(math.floor(num_heads * (1 - keep_ratio) + 0.5 + 1e-9))
+    if n >= num_heads:
+        raise ValueError(f"keep_ratio={keep_ratio!r} would remove all {num_heads} heads; keep at least one")
+    return n
+
+
+def attention_num_heads(attention: nn.Module) -> int:
+    """Current number of heads of an attention block."""
+    return int(_get(attention, _layout_of(attention).num_heads))
+
+
+def _qkvo(attention: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    layout = _layout_of(attention)
+    return tuple(_get(attention, p) for p in (layout.q, layout.k, layout.v, layout.o))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def head_scores(attention: nn.Module) -> torch.Tensor:
+    """The l1 norm of each head's rows of the Q, K and V weights together.
+
+    Returns:
+        ``[num_heads]`` float tensor: ``score[h] = sum |W_q[rows_h]| + |W_k[rows_h]| + |W_v[rows_h]|``
+        with ``rows_h = h*d_head ... (h+1)*d_head - 1`` (weights only; biases and the output
+        projection are not scored, as in the original).
+    """
+    heads = attention_num_heads(attention)
+    q, k, v, _ = _qkvo(attention)
+    return sum(lin.weight.detach().abs().reshape(heads, -1).sum(1) for lin in (q, k, v))
+
+
+def select_heads_to_prune(attention: nn.Module, keep_ratio: float) -> list[int]:
+    """The (current) indices of the lowest-scoring heads that ``keep_ratio`` removes, sorted."""
+    scores = head_scores(attention)
+    n = num_heads_to_prune(len(scores), keep_ratio)
+    order = sorted(range(len(scores)), key=lambda h: (float(scores[h]), h))  # ties: lower index first
+    return sorted(order[:n])
+
+
+def _check_heads(attention: nn.Module, heads: Iterable[int]) -> list[int]:
+    total = attention_num_heads(attention)
+    heads = sorted(set(int(h) for h in heads))
+    bad = [h for h in heads if not 0 <= h < total]
+    if bad:
+        raise ValueError(f"head indices {bad} out of range for an attention block with {total} heads")
+    if len(heads) >= total:
+        raise ValueError(f"cannot remove all {total} heads (asked to remove {heads})")
+    return heads
+
+
+def _original_kept(attention: nn.Module) -> list[int]:
+    """Original indices of the heads still present (all of them if never pruned)."""
+    kept = getattr(attention, "mpstudy_kept_heads", None)
+    return list(kept) if kept is not None else list(range(attention_num_heads(attention)))
+
+
+def _select_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping ``index`` along ``dim`` of the weight (0: output rows, 1: input columns)."""
+    weight = layer.weight.detach().index_select(dim, index.to(layer.weight.device)).clone()
+    bias = None
+    if layer.bias is not None:
+        bias = layer.bias.detach()[index].clone() if dim == 0 else layer.bias.detach().clone()
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    new.weight.data.copy_(weight)
+    new.weight.requires_grad_(layer.weight.requires_grad)
+    if bias is not None:
+        new.bias.data.copy_(bias)
+        new.bias.requires_grad_(layer.bias.requires_grad)
+    return new
+
+
+class PrunedT5Attention(T5Attention):
+    """A ``T5Attention`` with some heads physically removed.
+
+    Upstream ``transformers`` (issues #19625, #17886; PRs #19097, #20106) pruned Q/K/V/O but
+    left the relative position bias with every head: the first layer computes a bias of
+    shape ``[1, H, q, k]`` from its ``relative_attention_bias`` embedding and passes it on to
+    every later layer, so a layer with fewer heads fails with a shape mismatch (or, with
+    equal counts, adds the wrong heads' biases). Here the bias that travels between layers
+    always keeps all ``full_num_heads`` heads, and each pruned layer slices out its own
+    ``kept_heads`` before adding it to its scores. The ``relative_attention_bias``
+    embedding (``num_buckets x H``, tiny) is kept whole because later layers need it.
+
+    Attributes:
+        kept_heads: ``[n_heads]`` int64 buffer, the original indices of the remaining heads.
+        full_num_heads: the head count of the unpruned layer (``config.num_heads``).
+    """
+
+    def compute_bias(self, query_length, key_length, device=None, past_seen_tokens=0):
+        full = super().compute_bias(query_length, key_length, device=device, past_seen_tokens=past_seen_tokens)
+        self._full_bias = full  # [1, full_num_heads, q, k]
+        return full.index_select(1, self.kept_heads.to(full.device))
+
+    def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, past_key_values=None, **kwargs):
+        given = position_bias
+        if given is not None:
+            if given.shape[1] != self.full_num_heads:
+                raise ValueError(f"position_bias has {given.shape[1]} heads; a pruned T5 layer expects the full "
+                                 f"bias of {self.full_num_heads} heads (shape [1, {self.full_num_heads}, q, k])")
+            position_bias = given.index_select(1, self.kept_heads.to(given.device))
+        self._full_bias = None
+        output, used_bias, weights = super().forward(hidden_states, mask=mask, key_value_states=key_value_states,
+                                                     position_bias=position_bias, past_key_values=past_key_values,
+                                                     **kwargs)
+        if given is not None:
+            full = given
+        elif self._full_bias is not None:
+            full = self._full_bias
+        else:  # no relative bias in this layer: the bias is zero for every head
+            full = used_bias.new_zeros((used_bias.shape[0], self.full_num_heads, *used_bias.shape[2:]))
+        self._full_bias = None
+        return output, full, weights
+
+
+@torch.no_grad()
+def prune_heads(attention: nn.Module, heads: Iterable[int]) -> nn.Module:
+    """Physically remove ``heads`` (current indices) from an attention block, in place.
+
+    Q, K and V lose the heads' output rows (and bias entries), the output projection loses the
+    heads' input columns (its bias is kept), and the block's head count and inner width shrink.
+    A T5 block becomes a :class:`PrunedT5Attention` so its relative position bias stays
+    consistent (see there). The original indices of the remaining heads are kept in
+    ``attention.mpstudy_kept_heads``, so pruning twice composes.
+
+    Args:
+        attention: a BERT-style attention block, a DistilBERT attention or a ``T5Attention``.
+        heads: indices in ``range(current number of heads)``; not all of them.
+
+    Returns:
+        ``attention`` (modified).
+    """
+    layout = _layout_of(attention)
+    heads = _check_heads(attention, heads)
+    total = attention_num_heads(attention)
+    original = _original_kept(attention)
+    if not heads:
+        attention.mpstudy_kept_heads = original
+        return attention
+    head_dim = int(_get(attention, layout.head_dim))
+    keep = [h for h in range(total) if h not in heads]
+    index = torch.tensor([h * head_dim + i for h in keep for i in range(head_dim)], dtype=torch.long)
+    for path in (layout.q, layout.k, layout.v):
+        _set(attention, path, _select_linear(_get(attention, path), index, dim=0))
+    _set(attention, layout.o, _select_linear(_get(attention, layout.o), index, dim=1))
+    _set(attention, layout.num_heads, len(keep))
+    if layout.inner_dim is not None:
+        _set(attention, layout.inner_dim, len(keep) * head_dim)
+    kept_original = [original[h] for h in keep]
+    attention.mpstudy_kept_heads = kept_original
+    if isinstance(attention, T5Attention):
+        if not isinstance(attention, PrunedT5Attention):
+            attention.__class__ = PrunedT5Attention
+            attention.full_num_heads = int(attention.config.num_heads)
+            attention._full_bias = None
+        device = attention.q.weight.device
+        if "kept_heads" in attention._buffers:
+            del attention._buffers["kept_heads"]
+        attention.register_buffer("kept_heads", torch.tensor(kept_original, dtype=torch.long, device=device), persistent=False)
+    return attention
+
+
+@torch.no_grad()
+def mask_heads(attention: nn.Module, heads: Iterable[int]) -> nn.Module:
+    """Silence ``heads`` without removing them: zero their input columns of the output projection, in place.
+
+    The block then computes exactly what the block with those heads removed computes (the
+    heads' attention outputs are multiplied by zero), which makes it the oracle the tests
+    compare :func:`prune_heads` against.
+    """
+    layout = _layout_of(attention)
+    heads = _check_heads(attention, heads)
+    head_dim = int(_get(attention, layout.head_dim))
+    o = _get(attention, layout.o)
+    for h in heads:
+        o.weight[:, h * head_dim : (h + 1) * head_dim] = 0
+    return attention
+
+
+def prune_attention(attention: nn.Module, keep_ratio: float) -> list[int]:
+    """Score the heads (:func:`head_scores`), remove the lowest ones in place; returns the removed (current) indices."""
+    heads = select_heads_to_prune(attention, keep_ratio)
+    prune_heads(attention, heads)
+    return heads
+
+
+# --------------------------------------------------------------------------- unstructured pruning
+
+
+def prune_linear(linear: nn.Linear, keep_ratio: float) -> nn.Linear:
+    """l1-unstructured pruning of ``linear.weight`` in place, through ``torch.nn.utils.prune``.
+
+    The ``round((1 - keep_ratio) * weight.numel())`` weights of smallest magnitude are masked
+    (``torch.nn.utils.prune.l1_unstructured`` with that count; a weight already pruned is
+    pruned further among its surviving entries). The module keeps ``weight_orig`` (a
+    parameter, dense) and ``weight_mask`` (a buffer), and ``weight = weight_orig * weight_mask``
+    is recomputed before every forward, so the zeros survive fine-tuning. The bias is not pruned.
+
+    Returns:
+        ``linear`` (modified).
+    """
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f"prune_linear needs an nn.Linear, got {type(linear).__name__}")
+    keep_ratio = check_keep_ratio(keep_ratio)
+    n_prune = int(round((1 - keep_ratio) * linear.weight.numel()))
+    if n_prune > 0:
+        torch_prune.l1_unstructured(linear, "weight", amount=n_prune)
+    return linear
+
+
+def clone_module(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` that also works when it holds ``torch.nn.utils.prune`` masks.
+
+    A masked Linear's ``weight`` is the product ``weight_orig * weight_mask``, a non-leaf tensor
+    that ``copy.deepcopy`` refuses; it is recomputed before every forward anyway, so it is
+    detached first.
+    """
+    with torch.no_grad():
+        for sub in module.modules():
+            for hook in sub._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    name = hook._tensor_name
+                    setattr(sub, name, getattr(sub, name + "_orig") * getattr(sub, name + "_mask"))
+    return copy.deepcopy(module)
+
+
+def prune_module(module: nn.Module, kind: str, keep_ratio: float) -> nn.Module:
+    """A pruned deep copy of ``module`` (``kind`` ``"attention"`` or ``"linear"``); the original is untouched."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    keep_ratio = check_keep_ratio(keep_ratio)
+    variant = clone_module(module)
+    if kind == "attention":
+        prune_attention(variant, keep_ratio)
+    else:
+        prune_linear(variant, keep_ratio)
+    return variant
+
+
+def prune_variants(model: nn.Module, scheme: Mapping[str, Sequence[float]]) -> dict[str, dict[float, nn.Module]]:
+    """Build every variant of a pruning scheme from ``model`` (which is not changed).
+
+    Args:
+        model: the (fine-tuned) model to prune.
+        scheme: ``{module name: keep ratios}`` as returned by :func:`pruning_scheme`.
+
+    Returns:
+        ``{module name: {keep ratio: pruned copy of the module}}``.
+    """
+    kinds = {m.name: m.kind for m in prunable_modules(model)}
+    unknown = [name for name in scheme if name not in kinds]
+    if unknown:
+        raise ValueError(f"scheme names {unknown[:3]}{'...' if len(unknown) > 3 else ''} that are not prunable modules "
+                         f"of this {type(model).__name__}; prunable modules look like {list(kinds)[:2]}")
+    return {name: {float(k): prune_module(model.get_submodule(name), kinds[name], k) for k in ratios}
+            for name, ratios in scheme.items()}
+
+
+def compose(model: nn.Module, config: Mapping[str, float], variants: Mapping[str, Mapping[float, nn.Module]]) -> nn.Module:
+    """A copy of ``model`` with each module of ``config`` replaced by (a copy of) its variant.
+
+    Args:
+        model: the original model (not changed).
+        config: ``{module name: keep ratio}``; ratio 1 keeps the original module.
+        variants: ``{module name: {keep ratio: module}}``, pruned (baseline) or module-level
+            fine-tuned (composability) variants.
+
+    Returns:
+        The composed model (in the mode ``model`` was in).
+    """
+    missing = [(name, keep) for name, keep in config.items() if keep < 1 and float(keep) not in variants.get(name, {})]
+    if missing:
+        name, keep = missing[0]
+        raise ValueError(f"no variant for {len(missing)} (module, keep ratio) pair(s) of the configuration, e.g. "
+                         f"({name!r}, {keep!r}); variants of that module: {sorted(variants.get(name, {}))}")
+    composed = clone_module(model)
+    for name, keep in config.items():
+        if keep < 1:
+            set_submodule(composed, name, clone_module(variants[name][float(keep)]))
+    return composed
+
+
+def finalize_pruning(model: nn.Module) -> nn.Module:
+    """Make masks permanent in place (``torch.nn.utils.prune.remove``): ``weight`` becomes a plain
+    dense parameter holding the zeros, and the per-forward ``weight_orig * weight_mask`` is gone."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
+            torch_prune.remove(module, "weight")
+    return model
+
+
+def pruning_summary(model: nn.Module) -> dict[str, Any]:
+    """What is pruned in ``model``: heads per attention block and masked Linears.
+
+    Returns:
+        ``{"heads": {name: kept head count}, "pruned_heads": {name: removed original indices},
+        "masked_linears": {name: kept fraction of weights}}`` for the modules that are pruned.
+    """
+    heads, removed, masked = {}, {}, {}
+    for name, module in model.named_modules():
+        kept = getattr(module, "mpstudy_kept_heads", None)
+        if kept is not None:
+            full = getattr(module, "full_num_heads", None) or _full_heads(model)
+            heads[name] = len(kept)
+            removed[name] = [h for h in range(full) if h not in kept]
+        if isinstance(module, nn.Linear) and hasattr(module, "weight_mask"):
+            masked[name] = float(module.weight_mask.float().mean())
+    return {"heads": heads, "pruned_heads": removed, "masked_linears": masked}
+
+
+def _full_heads(model: nn.Module) -> int:
+    cfg = model.config
+    for attr in ("num_attention_heads", "n_heads", "num_heads"):
+        if hasattr(cfg, attr):
+            return int(getattr(cfg, attr))
+    raise ValueError(f"cannot tell the head count of {type(model).__name__}")
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def _apply_structure(module: nn.Module, kind: str, pruned_heads: Sequence[int] | None, mask: torch.Tensor | None) -> None:
+    """Give a fresh (unpruned) module the structure of a saved pruned one."""
+    if kind == "attention":
+        prune_heads(module, pruned_heads or [])
+    elif mask is not None:
+        torch_prune.custom_from_mask(module, "weight", mask=mask)
+
+
+def _removed_heads(module: nn.Module, full: int) -> list[int]:
+    kept = getattr(module, "mpstudy_kept_heads", None)
+    return [] if kept is None else [h for h in range(full) if h not in kept]
+
+
+def save_variants(variants: Mapping[str, Mapping[float, nn.Module]], path: str | os.PathLike, model: nn.Module) -> Path:
+    """Write module variants to one file (``torch.save`` of plain tensors and lists; no pickled classes).
+
+    Each entry stores the module name, kind, keep ratio, the removed original head indices
+    (attention) and the module's ``state_dict`` (``weight_orig``/``weight_mask`` for masked
+    Linears). :func:`load_variants` rebuilds them from the same original model.
+    """
+    kinds = {m.name: m.kind for m in prunable_modules(model)}
+    full = _full_heads(model)
+    entries = []
+    for name, by_ratio in variants.items():
+        if name not in kinds:
+            raise ValueError(f"{name!r} is not a prunable module of this {type(model).__name__}")
+        for keep, module in by_ratio.items():
+            entries.append({"name": name, "kind": kinds[name], "keep_ratio": float(keep),
+                            "pruned_heads": _removed_heads(module, full),
+                            "state": {k: v.detach().cpu() for k, v in module.state_dict().items()}})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": 1, "variants": entries}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_variants(model: nn.Module, path: str | os.PathLike) -> dict[str, dict[float, nn.Module]]:
+    """Rebuild the variants written by :func:`save_variants` from the same original ``model``."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("format") != 1:
+        raise ValueError(f"{path} is not a variants file written by mpstudy.prune.save_variants")
+    variants: dict[str, dict[float, nn.Module]] = {}
+    for entry in data["variants"]:
+        module = clone_module(model.get_submodule(entry["name"]))
+        state = entry["state"]
+        _apply_structure(module, entry["kind"], entry["pruned_heads"], state.get("weight_mask"))
+        module.load_state_dict(state, strict=True)
+        variants.setdefault(entry["name"], {})[entry["keep_ratio"]] = module
+    return variants
+
+
+def save_pruned(model: nn.Module, path: str | os.PathLike, base: str, task: str | None = None,
+                tokenizer=None, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a pruned (composed) model to directory ``path``: ``pruned.json`` (the base model
+    spec, the task, the removed heads and masked Linears) and ``model.pt`` (its ``state_dict``).
+
+    Args:
+        model: the pruned model.
+        path: output directory (created; an existing one must be a saved pruned model).
+        base: the ``load_model`` spec the model was pruned from (a hub id, ``"minilm"``, a local dir).
+        task: the task name whose head the model has.
+        tokenizer: saved beside it if given.
+        extra: more JSON-able metadata (the configuration, training history...).
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "pruned.json").exists())):
+        raise FileExistsError(f"{path} exists and is not a saved pruned model; refusing to overwrite it")
+    path.mkdir(parents=True, exist_ok=True)
+    full = _full_heads(model)
+    meta = {
+        "format": 1, "base": str(base), "task": task,
+        "pruned_heads": {n: _removed_heads(m, full) for n, m in model.named_modules()
+                         if getattr(m, "mpstudy_kept_heads", None) is not None},
+        "masked_linears": [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and hasattr(m, "weight_mask")],
+        **(dict(extra) if extra else {}),
+    }
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "model.pt")
+    (path / "pruned.json").write_text(json.dumps(meta, indent=2, default=str))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
+def load_pruned(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a model written by :func:`save_pruned`.
+
+    Returns:
+        ``(model, tokenizer, meta)``; the model in eval mode.
+    """
+    from .models import load_model
+
+    path = Path(path)
+    if not (path / "pruned.json").exists():
+        raise FileNotFoundError(f"{path} is not a saved pruned model: pruned.json is missing")
+    meta = json.loads((path / "pruned.json").read_text())
+    model, tokenizer = load_model(meta["base"], task=meta.get("task"))
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    for name, heads in meta["pruned_heads"].items():
+        prune_heads(model.get_submodule(name), heads)
+    for name in meta["masked_linears"]:
+        torch_prune.custom_from_mask(model.get_submodule(name), "weight", mask=state[f"{name}.weight_mask"])
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), tokenizer, meta
