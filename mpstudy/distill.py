@@ -1,0 +1,275 @@
+"""Distillation: the losses and the cached teacher outputs that LoBERT, Noach & Goldberg and the
+comparison study share.
+
+Reductions are explicit because the originals differ (see the methods digest, sections 2.3 and 3.2):
+
+* :func:`kd_loss` is ``KL(softmax(t/T) || softmax(s/T))`` with ``batchmean`` reduction times ``T**2``
+  (Hinton et al.), over the *class / vocabulary* axis; LoBERT used PyTorch's ``mean`` (1/C of this)
+  and the Marian port took the softmax over sequence positions. For a regression head (one output)
+  it is the MSE between student and teacher predictions.
+* :func:`pkd_loss` is PKD's patience loss: the squared L2 distance between the student's and the
+  teacher's ``[CLS]`` states (each L2-normalized when ``normalize``), summed over the hidden size and
+  averaged over batch and layers. LoBERT averaged over the hidden size too (1/H of this), which is why
+  it needed betas of 10 to 1000.
+
+Teacher outputs for a classification task are computed once per (teacher, task rows, max_length)
+and cached on disk (:func:`teacher_outputs`); :class:`DistillObjective` looks them up by the batch's
+row indices, so the training data can still be shuffled (LoBERT could not: it relied on a sequential
+sampler to keep stored logits aligned). For seq2seq, where the logits over the vocabulary of every
+target position are too large to store, pass the teacher model itself and it runs alongside.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["kd_loss", "pkd_loss", "cls_states", "TeacherOutputs", "teacher_outputs", "DistillObjective",
+           "model_fingerprint"]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft-target distillation loss, ``T**2 * KL(p_t || p_s)`` averaged over examples (``batchmean``).
+
+    Args:
+        student_logits: ``[B, C]`` (classification), ``[B, 1]`` / ``[B]`` (regression) or
+            ``[B, L, V]`` (seq2seq: one distribution over the vocabulary per target position).
+        teacher_logits: the same shape; no gradient flows into it.
+        temperature: ``T > 0``; both distributions are ``softmax(logits / T)``.
+        mask: for ``[B, L, V]`` logits, ``[B, L]`` booleans of the positions that count (the labels'
+            non-padding positions); the KL is averaged over those positions.
+
+    Returns:
+        A scalar tensor. For regression (one output) the MSE between the two predictions instead.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    teacher_logits = teacher_logits.detach().to(student_logits.dtype)
+    if student_logits.dim() == 1 or student_logits.shape[-1] == 1:  # regression: no distribution to match
+        return F.mse_loss(student_logits.float(), teacher_logits.float())
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    per_row = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # KL per example (or per position)
+    if student_logits.dim() == 3:
+        if mask is None:
+            mask = torch.ones(per_row.shape, dtype=torch.bool, device=per_row.device)
+        mask = mask.to(per_row.device).bool()
+        if mask.shape != per_row.shape:
+            raise ValueError(f"mask {tuple(mask.shape)} does not match the logits' positions {tuple(per_row.shape)}")
+        return (per_row * mask).sum() / mask.sum().clamp_min(1) * temperature**2
+    return per_row.mean() * temperature**2
+
+
+def pkd_loss(student_states: Sequence[torch.Tensor], teacher_states: Sequence[torch.Tensor],
+             normalize: bool = True) -> torch.Tensor:
+    """PKD's patience loss over matched layers.
+
+    Args:
+        student_states: per chosen layer, the student's ``[CLS]`` states ``[B, H]``.
+        teacher_states: the teacher's states for the same layers, ``[B, H]`` each.
+        normalize: L2-normalize every state vector first (PKD's ``normalize_patience``).
+
+    Returns:
+        ``mean over layers and batch of ||s - t||_2**2`` (a scalar).
+    """
+    if len(student_states) != len(teacher_states) or not student_states:
+        raise ValueError(f"need the same non-zero number of student and teacher layers, got "
+                         f"{len(student_states)} and {len(teacher_states)}")
+    total = student_states[0].new_zeros(())
+    for s, t in zip(student_states, teacher_states):
+        t = t.detach().to(s.device, s.dtype)
+        if s.shape != t.shape:
+            raise ValueError(f"student state {tuple(s.shape)} and teacher state {tuple(t.shape)} differ in shape")
+        if normalize:
+            s, t = F.normalize(s, dim=-1), F.normalize(t, dim=-1)
+        total = total + (s - t).pow(2).sum(-1).mean()
+    return total / len(student_states)
+
+
+def cls_states(hidden_states: Sequence[torch.Tensor], layers: Sequence[int]) -> list[torch.Tensor]:
+    """The ``[CLS]`` (first-token) state ``[B, H]`` of each requested entry of ``hidden_states``.
+
+    ``hidden_states`` is a model output's ``hidden_states``: index 0 is the embeddings, ``i`` the
+    output of encoder layer ``i`` (1-based).
+    """
+    n = len(hidden_states)
+    bad = [i for i in layers if not -n <= i < n]
+    if bad:
+        raise ValueError(f"layer indices {bad} out of range for {n} hidden states (0 = embeddings .. {n - 1})")
+    return [hidden_states[i][:, 0] for i in layers]
+
+
+# --------------------------------------------------------------------------- cached teacher outputs
+
+
+@dataclass
+class TeacherOutputs:
+    """A teacher's outputs on every row of ``task.train``, in the task's row order.
+
+    Attributes:
+        logits: ``[N, C]`` float32.
+        cls: ``[L + 1, N, H]`` float32, the ``[CLS]`` state of the embeddings (0) and each layer.
+        key: the cache key these were stored under.
+    """
+
+    logits: torch.Tensor
+    cls: torch.Tensor
+    key: str = ""
+
+    def __len__(self) -> int:
+        return self.logits.shape[0]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's parameter and buffer values (and names), for cache keys."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def _compute_teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int, batch_size: int,
+                             progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from tqdm.auto import tqdm
+
+    from .tasks import make_collate
+    from .train import iterate_batches
+
+    device = next(teacher.parameters()).device
+    was_training = teacher.training
+    teacher.eval()
+    collate = make_collate(task, tokenizer, max_length=max_length)
+    logits, cls = [], []
+    batches = iterate_batches(task.train, collate, batch_size)
+    for _, batch in tqdm(batches, total=-(-len(task.train) // batch_size), desc="teacher outputs",
+                         disable=not progress, leave=False):
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        out = teacher(**batch, output_hidden_states=True)
+        logits.append(out.logits.float().cpu())
+        cls.append(torch.stack([h[:, 0] for h in out.hidden_states]).float().cpu())
+    teacher.train(was_training)
+    return torch.cat(logits), torch.cat(cls, dim=1)
+
+
+def teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int = 128, batch_size: int = 64,
+                    cache_dir: str | os.PathLike | None = None, progress: bool = True) -> TeacherOutputs:
+    """The teacher's logits and per-layer ``[CLS]`` states on ``task.train``, computed once and cached.
+
+    The cache key hashes the teacher's weights, the task's rows and ``max_length``, so a different
+    teacher, subset or truncation never reads stale outputs. Stored as ``teachers/<key>.pt`` under
+    ``cache_dir`` (default :func:`mpstudy.baselines.default_cache_dir`), written atomically.
+    Classification and regression tasks only (seq2seq: give :class:`DistillObjective` the teacher).
+    """
+    from .baselines import default_cache_dir
+    from .tasks import task_fingerprint
+
+    if task.is_seq2seq:
+        raise ValueError(f"task {task.name!r} is seq2seq: its teacher logits are not cached; "
+                         "pass the teacher model to DistillObjective instead")
+    blob = json.dumps({"teacher": model_fingerprint(teacher), "task": task_fingerprint(task),
+                       "max_length": max_length}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "teachers" / f"{task.name}-{key}.pt"
+    if path.exists():
+        stored = torch.load(path, map_location="cpu")
+        return TeacherOutputs(stored["logits"], stored["cls"], key)
+    logits, cls = _compute_teacher_outputs(teacher, tokenizer, task, max_length, batch_size, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:  # write aside, then rename: an interrupted run leaves no half-written cache entry
+        torch.save({"logits": logits, "cls": cls}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return TeacherOutputs(logits, cls, key)
+
+
+# --------------------------------------------------------------------------- the training objective
+
+
+class DistillObjective:
+    """``(1 - alpha) * CE + alpha * KD + beta * PKD``, an :class:`~mpstudy.train.Objective`.
+
+    Args:
+        teacher: cached :class:`TeacherOutputs` (looked up by the batch's row indices) or a teacher
+            model run on each batch without gradient (needed for seq2seq).
+        alpha: weight of the KD term; ``1 - alpha`` weighs the task loss. ``alpha=0`` is plain CE.
+        temperature: KD temperature ``T``.
+        beta: weight of the patience loss (0 disables it and skips the hidden states).
+        student_layers / teacher_layers: hidden-state indices matched by the patience loss
+            (0 = embeddings, ``i`` = layer ``i``); equal lengths. Default: every layer but the last
+            (PKD-skip with the same depth, as LoBERT: layers 1..L-1).
+        normalize: L2-normalize the ``[CLS]`` states in the patience loss.
+
+    Logs ``loss``, ``ce``, ``kd`` and (if ``beta``) ``pkd`` per step.
+    """
+
+    def __init__(self, teacher: TeacherOutputs | nn.Module, alpha: float = 0.5, temperature: float = 1.0,
+                 beta: float = 0.0, student_layers: Sequence[int] | None = None,
+                 teacher_layers: Sequence[int] | None = None, normalize: bool = True) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if (student_layers is None) != (teacher_layers is None):
+            raise ValueError("give both student_layers and teacher_layers, or neither")
+        if student_layers is not None and len(student_layers) != len(teacher_layers):
+            raise ValueError(f"student_layers {list(student_layers)} and teacher_layers {list(teacher_layers)} "
+                             "must have the same length")
+        if beta > 0 and isinstance(teacher, nn.Module):
+            teacher.eval()
+        self.teacher, self.alpha, self.temperature, self.beta = teacher, alpha, temperature, beta
+        self.student_layers = list(student_layers) if student_layers is not None else None
+        self.teacher_layers = list(teacher_layers) if teacher_layers is not None else None
+        self.normalize = normalize
+
+    def _teacher(self, batch: dict[str, torch.Tensor], indices: list[int], device) -> tuple[torch.Tensor, Any]:
+        if isinstance(self.teacher, TeacherOutputs):
+            idx = torch.as_tensor(indices, dtype=torch.long)
+            return self.teacher.logits[idx].to(device), self.teacher.cls[:, idx].to(device)
+        with torch.no_grad():
+            out = self.teacher(**batch, output_hidden_states=self.beta > 0)
+        hidden = [h[:, 0] for h in out.hidden_states] if self.beta > 0 else None
+        return out.logits, hidden
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], indices: list[int]):
+        need_hidden = self.beta > 0
+        out = model(**batch, output_hidden_states=need_hidden)
+        t_logits, t_cls = self._teacher(batch, indices, out.logits.device)
+        logs: dict[str, float] = {"ce": out.loss.item()}
+        loss = (1 - self.alpha) * out.loss
+        if self.alpha > 0:
+            mask = batch["labels"] != -100 if out.logits.dim() == 3 else None
+            kd = kd_loss(out.logits, t_logits, self.temperature, mask=mask)
+            loss = loss + self.alpha * kd
+            logs["kd"] = kd.item()
+        if need_hidden:
+            hidden = out.hidden_states if hasattr(out, "hidden_states") and out.hidden_states is not None \
+                else out.encoder_hidden_states
+            n = len(hidden)
+            s_layers = self.student_layers if self.student_layers is not None else list(range(1, n - 1))
+            t_layers = self.teacher_layers if self.teacher_layers is not None else s_layers
+            pkd = pkd_loss(cls_states(hidden, s_layers), [t_cls[i] for i in t_layers], self.normalize)
+            loss = loss + self.beta * pkd
+            logs["pkd"] = pkd.item()
+        logs["loss"] = loss.item()
+        return loss, logs
