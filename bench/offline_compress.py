@@ -10,7 +10,9 @@ reported as a ratio (compressed / dense), so machine speed and load cancel out:
 * ``eval_ratio``: forward latency in evaluation (decoded weights are cached: Kronecker, Tucker and
   autoencoder layers then compute like dense ones; SVD computes two thin products; pruned layers
   are dense matrices with zeros);
-* ``decode_ms``: the time to decode the replaced weights once, which every *training* forward pays.
+* ``decode_ms``: the time to decode the replaced weights once, which every *training* forward pays
+  (autoencoder, Kronecker, Tucker; an autoencoder embedding decodes only the looked-up rows, so
+  for it this is an upper bound).
 
 Usage:
 
@@ -30,6 +32,7 @@ import torch
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from mpstudy import compress, load_model  # noqa: E402
+from mpstudy.layers import RowBasisLowRank  # noqa: E402
 from mpstudy.layers.decoded import GroupMemberLayer  # noqa: E402
 from mpstudy.measure import dummy_batch  # noqa: E402
 from mpstudy.methods.offline import OFFLINE_METHODS, compression_info, method_budget  # noqa: E402
@@ -62,7 +65,11 @@ def latency_ratio(dense, student, batch, repeats: int) -> tuple[float, float, fl
 
 @torch.no_grad()
 def decode_ms(student, repeats: int = 3) -> float:
-    layers = [m for m in student.modules() if isinstance(m, GroupMemberLayer)]
+    """Time to rebuild the dense weights of the layers whose training forward does so (best of ``repeats``).
+
+    SVD layers multiply by their factors instead, and pruned layers hold their dense matrix: 0.
+    """
+    layers = [m for m in student.modules() if isinstance(m, GroupMemberLayer) and not isinstance(m, RowBasisLowRank)]
     if not layers:
         return 0.0
     best = float("inf")

@@ -647,11 +647,12 @@ def load_test_split(task, data_dir: str | os.PathLike | None = None, max_rows: i
 
 
 def plot_loss_curves(history: Sequence[Mapping[str, Any]], train_key: str = "loss", val_key: str = "dev_loss",
-                     title: str | None = None, ax=None):
-    """Training loss (every step, and its running mean) and validation loss (at each evaluation) against the step.
+                     title: str | None = None, ax=None, smooth: int | None = 8):
+    """Training loss and validation loss (at each evaluation) against the optimizer step.
 
-    Works on ``TrainResult.history`` (``loss``/``dev_loss``) and on
-    ``ModuleTuneResult.history`` (``train_loss``/``val_loss``).
+    Works on ``TrainResult.history`` (``loss`` every step, drawn faintly with its running mean
+    over ``smooth`` steps; ``dev_loss``) and on ``ModuleTuneResult.history`` (``train_loss``,
+    the mean since the previous validation, and ``val_loss``; pass ``smooth=None``).
     """
     import matplotlib.pyplot as plt
     import pandas as pd
@@ -660,8 +661,11 @@ def plot_loss_curves(history: Sequence[Mapping[str, Any]], train_key: str = "los
     frame = pd.DataFrame(list(history))
     if train_key in frame:
         tr = frame.dropna(subset=[train_key])
-        ax.plot(tr["step"], tr[train_key], lw=0.8, alpha=0.4, color="C0")
-        ax.plot(tr["step"], tr[train_key].rolling(8, min_periods=1).mean(), color="C0", label="training loss")
+        if smooth:
+            ax.plot(tr["step"], tr[train_key], lw=0.8, alpha=0.4, color="C0")
+            ax.plot(tr["step"], tr[train_key].rolling(smooth, min_periods=1).mean(), color="C0", label="training loss")
+        else:
+            ax.plot(tr["step"], tr[train_key], "s-", color="C0", label="training loss")
     if val_key in frame:
         va = frame.dropna(subset=[val_key])
         ax.plot(va["step"], va[val_key], "o-", color="C1", label="validation loss")
