@@ -172,42 +172,35 @@ def mpo_to_dense(cores: Sequence[Tensor], row_dims: Sequence[int], col_dims: Seq
     return out.reshape(math.prod(rows), math.prod(cols))
 
 
-def _tt_svd(T: Tensor, rows: tuple[int, ...], cols: tuple[int, ...]) -> tuple[list[Tensor], list[Tensor]]:
-    """Exact (untruncated) TT-SVD, left to right, of the interleaved tensor ``T``.
+def _tt_svd_mixed(T: Tensor, rows: tuple[int, ...], cols: tuple[int, ...], center: int) -> tuple[list[Tensor], list[Tensor]]:
+    """Exact (untruncated) TT-SVD of the interleaved tensor ``T`` straight into mixed-canonical form.
 
-    Returns cores ``(d_{k-1}, i_k, j_k, d_k)`` (all but the last left-orthonormal) and the singular
-    values found at each bond (those of the unfolding of ``W`` at that bond, descending).
+    Sweeps left to right up to ``center`` (cores ``< center`` left-orthonormal), then right to left
+    down to it (cores ``> center`` right-orthonormal) on what is left; ``center`` keeps the rest.
+    Each SVD unfolds ``W`` at one bond with an isometry on the other side, so its singular values
+    are exactly those of ``W`` at that bond. That is ``n - 1`` SVDs, as many as a one-way TT-SVD,
+    and the right-to-left ones act on the already-reduced remainder (cheaper than a second sweep).
+
+    Returns cores ``(d_{k-1}, i_k, j_k, d_k)`` and, per internal bond, its singular values (descending).
     """
     n = len(rows)
-    cores: list[Tensor] = []
-    svals: list[Tensor] = []
+    cores: list[Tensor] = [T.new_empty(0)] * n
+    svals: list[Tensor] = [T.new_empty(0)] * (n - 1)
     rest = T.reshape(1, -1)
-    d_prev = 1
-    for k in range(n - 1):
-        mat = rest.reshape(d_prev * rows[k] * cols[k], -1)
-        U, S, Vh = torch.linalg.svd(mat, full_matrices=False)
-        d = S.shape[0]
-        cores.append(U.reshape(d_prev, rows[k], cols[k], d))
-        svals.append(S)
-        rest = S[:, None] * Vh  # carry diag(S) V^T to the right
-        d_prev = d
-    cores.append(rest.reshape(d_prev, rows[-1], cols[-1], 1))
+    d_left = 1
+    for k in range(center):  # left to right: U becomes core k, diag(S) V^T moves right
+        U, S, Vh = torch.linalg.svd(rest.reshape(d_left * rows[k] * cols[k], -1), full_matrices=False)
+        cores[k] = U.reshape(d_left, rows[k], cols[k], S.shape[0])
+        svals[k] = S
+        rest, d_left = S[:, None] * Vh, S.shape[0]
+    d_right = 1
+    for k in range(n - 1, center, -1):  # right to left: V^T becomes core k, U diag(S) moves left
+        U, S, Vh = torch.linalg.svd(rest.reshape(-1, rows[k] * cols[k] * d_right), full_matrices=False)
+        cores[k] = Vh.reshape(S.shape[0], rows[k], cols[k], d_right)
+        svals[k - 1] = S
+        rest, d_right = U * S, S.shape[0]
+    cores[center] = rest.reshape(d_left, rows[center], cols[center], d_right)
     return cores, svals
-
-
-def _sweep_right_to_left(cores: list[Tensor], svals: list[Tensor], center: int) -> None:
-    """Make cores ``center+1 .. n-1`` right-orthonormal, in place, exposing their bonds' spectra.
-
-    Invariant at core ``k``: cores ``< k`` are left-orthonormal and cores ``> k`` right-orthonormal,
-    so the singular values of core ``k`` reshaped ``(d_{k-1}, i_k j_k d_k)`` are exactly those of the
-    unfolding of ``W`` at bond ``k - 1``. ``U diag(S)`` moves into core ``k - 1``.
-    """
-    for k in range(len(cores) - 1, center, -1):
-        d_left, i, j, d_right = cores[k].shape
-        U, S, Vh = torch.linalg.svd(cores[k].reshape(d_left, -1), full_matrices=False)
-        cores[k] = Vh.reshape(S.shape[0], i, j, d_right)
-        svals[k - 1] = S.to(torch.float64)
-        cores[k - 1] = torch.tensordot(cores[k - 1], U * S, dims=([3], [0]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -399,9 +392,8 @@ def mpo_decompose(
     if not torch.isfinite(W64).all():
         raise ValueError("W contains NaN or inf values")
 
-    cores, svals = _tt_svd(_interleave(W64, rows, cols), rows, cols)
     center = (len(rows) - 1) // 2
-    _sweep_right_to_left(cores, svals, center)
+    cores, svals = _tt_svd_mixed(_interleave(W64, rows, cols), rows, cols, center)
     svals = [s.to(torch.float64) for s in svals]
 
     full = MPO(
