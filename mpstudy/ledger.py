@@ -95,7 +95,7 @@ def _mpop_light_matches_full(records: list[dict[str, Any]]) -> Finding:
 def _mpop_squeeze(records: list[dict[str, Any]]) -> Finding:
     rule = ("holds if dimension squeezing accepts at least one cut that removes parameters (a cut is accepted only "
             "if the dev score after its short fine-tune stays within the run's tolerance of the score before)")
-    steps = records[-1].get("squeeze", [])
+    steps = [s for s in records[-1].get("squeeze", []) if s.get("cut", 0) > 0]  # cut 0 is the starting point
     accepted = [s for s in steps if s.get("accepted")]
     if not steps:
         return Finding("not run", "no squeezing trajectory in the record", rule, _scale(records[-1]))
