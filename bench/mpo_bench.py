@@ -8,6 +8,9 @@
    alternately with the dense model on the same batch (goal: within 10 %).
 
     python bench/mpo_bench.py [--layers 12] [--out results/bench/mpo.json]
+
+With ``--out``, a markdown summary goes next to the JSON (``mpo.md``); the MPO chapter of the book
+includes it. ``--summarize results/bench/mpo.json`` rewrites that summary from a stored record.
 """
 from __future__ import annotations
 
@@ -54,6 +57,36 @@ def decomposition_times(model: torch.nn.Module, repeats: int) -> list[dict]:
     return rows
 
 
+def summary_markdown(record: dict) -> str:
+    """The record's two ratios as a markdown table (included by the book's MPO chapter)."""
+    totals, latency, args = record["totals"], record["latency"], record["args"]
+    prov = record.get("provenance", {})
+    ratio = totals["mpstudy_s"] / totals["tensorly_s"]
+    lat = latency["candidate_ms"] / latency["baseline_ms"]
+    return "\n".join([
+        "| measurement | mpstudy | peer | ratio | goal |",
+        "|---|---|---|---|---|",
+        f"| decomposition of {len(record['decomposition'])} BERT-base weight matrices (s, median of {args['repeats']}) "
+        f"| {totals['mpstudy_s']:.1f} | TensorLy `tensor_train_matrix`: {totals['tensorly_s']:.1f} | {ratio:.2f} "
+        f"| <= 1: {'met' if ratio <= 1 else 'missed'} |",
+        f"| forward, batch {args['batch']} x {args['seq_len']}, evaluation mode (ms) | MPO: {latency['candidate_ms']:.0f} "
+        f"| dense: {latency['baseline_ms']:.0f} | {lat:.3f} | <= 1.10: {'met' if lat <= 1.10 else 'missed'} |",
+        "",
+        f"Measured by `bench/mpo_bench.py` on {prov.get('machine', '?')}, torch {prov.get('torch', '?')}, "
+        f"{prov.get('time_utc', '?')}; the two sides timed alternately in one process.",
+        "",
+    ])
+
+
+def write_summary(json_path: str) -> str:
+    import json
+    from pathlib import Path
+
+    md_path = str(Path(json_path).with_suffix(".md"))
+    Path(md_path).write_text(summary_markdown(json.loads(Path(json_path).read_text())))
+    return md_path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12, help="encoder layers of the BERT-base-sized model")
@@ -61,7 +94,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--summarize", default=None, metavar="JSON", help="only rewrite the markdown summary of a stored record")
     args = parser.parse_args()
+    if args.summarize:
+        print("wrote", write_summary(args.summarize))
+        return
 
     torch.manual_seed(0)
     config = transformers.BertConfig(num_hidden_layers=args.layers)  # hidden 768, FFN 3072, vocab 30522
@@ -83,6 +120,7 @@ def main() -> None:
         write_json_atomic(args.out, {"bench": "mpo", "args": vars(args), "decomposition": rows,
                                      "totals": {"mpstudy_s": total_ours, "tensorly_s": total_tl},
                                      "latency": timing, "provenance": provenance()})
+        print("wrote", args.out, "and", write_summary(args.out))
 
 
 if __name__ == "__main__":
