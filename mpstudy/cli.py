@@ -32,7 +32,8 @@ def _cmd_compress(args: argparse.Namespace) -> None:
     # Refuse a bad destination before loading anything.
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise FileExistsError(f"--out {out} exists and is not a saved mpstudy model; choose another directory")
-    budget = {k: v for k, v in {"ratio": args.ratio, "rank": args.rank, "max_bond": args.max_bond}.items() if v is not None}
+    budget = {k: v for k, v in {"ratio": args.ratio, "rank": args.rank, "max_bond": args.max_bond, "cr": args.cr}.items()
+              if v is not None}
     model, tokenizer = load_model(args.model, task=args.task)
     report = compress(model, args.method, targets=args.targets, **budget)
     save_compressed(model, out, tokenizer=tokenizer)
@@ -54,8 +55,18 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     return {name: _parse_value(value) for name, value in (pairs or [])}
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM (``kill``, a CI timeout) -> SystemExit, so a killed run still removes its temporary files
+    and shuts its notebook kernel down. SIGKILL cannot be caught: the study's next run cleans up."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
     from .runner import run_study, store_smoke_outputs
+
+    _terminate_cleanly()
 
     if args.in_place:
         if args.param or args.profile != "smoke" or args.data_dir:
@@ -72,6 +83,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
     from .runner import reproduce
+
+    _terminate_cleanly()
 
     overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
     stamps = reproduce(profile=args.profile, notebooks_dir=args.notebooks_dir, overrides=overrides,
@@ -152,11 +165,21 @@ def _cmd_book(args: argparse.Namespace) -> None:
     print(f"book built: {html / 'index.html'}")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, exit status 2 (the usage is one ``--help`` away).
+
+    Sub-command parsers are of the same class (argparse builds them with ``type(parent)``).
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
     from .profiles import PROFILES
 
-    parser = argparse.ArgumentParser(prog="mpstudy", description="Compress pre-trained transformers; run the study.")
+    parser = _OneLineParser(prog="mpstudy", description="Compress pre-trained transformers; run the study.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compress", help="compress a model and save it", description="Compress MODEL in place and save it to --out; prints the report as JSON.")
@@ -167,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--ratio", type=float, help="kept fraction of each targeted matrix's parameters, in (0, 1]")
     budget.add_argument("--rank", type=int, help="rank of each factorization")
     budget.add_argument("--max-bond", type=int, help="bond dimension cap (MPO)")
+    budget.add_argument("--cr", type=float, help="compression ratio = dense weights / stored numbers, > 1 (offline-* methods)")
     p.add_argument("--task", default=None, help="task whose head the model gets (default: 2-label classifier)")
     p.add_argument("--out", required=True, help="directory to write the compressed model to")
     p.set_defaults(func=_cmd_compress)

@@ -273,3 +273,289 @@ class DistillObjective:
             logs["pkd"] = pkd.item()
         logs["loss"] = loss.item()
         return loss, logs
+
+
+# --------------------------------------------------------------------------- feature distillation
+# Noach & Goldberg's first recovery stage matches the factorized model's internal activations to the
+# original's. The Marian port computed these terms from weight matrices and turned them into Python
+# floats (no gradient); here they are computed on activations, as tensors that train the student.
+
+import re  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+
+
+@contextmanager
+def eager_attention(*models: nn.Module):
+    """Run ``models`` with the eager attention implementation inside the block, then restore.
+
+    Only the eager implementation returns attention probabilities (``output_attentions=True``);
+    SDPA returns none. The original implementation is restored on exit, so latency measured
+    afterwards is measured with the implementation the model was loaded with.
+    """
+    before = [m.config._attn_implementation for m in models]
+    try:
+        for m in models:
+            if m.config._attn_implementation != "eager":
+                m.set_attn_implementation("eager")
+        yield models
+    finally:
+        for m, impl in zip(models, before):
+            if m.config._attn_implementation != impl:
+                m.set_attn_implementation(impl)
+
+
+def _masked_mean(per_position: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``per_position`` ``[B, L]`` over the positions where ``mask`` ``[B, L]`` is true."""
+    if mask is None:
+        return per_position.mean()
+    mask = mask.to(per_position.device, per_position.dtype)
+    return (per_position * mask).sum() / mask.sum().clamp_min(1)
+
+
+def hidden_state_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error between two activations ``[B, L, H]``, averaged over the positions in
+    ``mask`` ``[B, L]`` (all positions if ``None``) and the ``H`` features. ``[B, H]`` inputs are
+    averaged over the batch. No gradient flows into ``teacher``."""
+    teacher = teacher.detach().to(student.device, student.dtype)
+    if student.shape != teacher.shape:
+        raise ValueError(f"student activation {tuple(student.shape)} and teacher activation "
+                         f"{tuple(teacher.shape)} differ in shape")
+    per_position = (student.float() - teacher.float()).pow(2).mean(-1)
+    return _masked_mean(per_position, mask if student.dim() == 3 else None)
+
+
+def attention_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None,
+                   kind: str = "kl") -> torch.Tensor:
+    """Distance between attention probabilities ``[B, heads, L_q, L_k]`` (rows sum to 1).
+
+    ``kind="kl"``: ``KL(teacher || student)`` of each query's distribution over the keys;
+    ``kind="mse"``: the squared difference summed over the keys. Either is averaged over heads and
+    the query positions in ``mask`` ``[B, L_q]`` (padding queries carry no meaning). Masked keys
+    have probability 0 in both models and contribute nothing.
+    """
+    if kind not in ("kl", "mse"):
+        raise ValueError(f"attention loss kind must be 'kl' or 'mse', got {kind!r}")
+    teacher = teacher.detach().to(student.device)
+    if student.shape != teacher.shape or student.dim() != 4:
+        raise ValueError(f"attention probabilities must both be [B, heads, L_q, L_k], got student "
+                         f"{tuple(student.shape)} and teacher {tuple(teacher.shape)}")
+    s, t = student.float(), teacher.float()
+    if kind == "kl":
+        # xlogy gives 0 where t == 0 (masked keys); the clamp keeps log(0) out of the student side
+        per_query = (torch.special.xlogy(t, t) - t * s.clamp_min(1e-12).log()).sum(-1)
+    else:
+        per_query = (s - t).pow(2).sum(-1)
+    return _masked_mean(per_query.mean(1), mask)
+
+
+class _Capture:
+    """Forward hooks that record a module's output (or its input) while a forward runs."""
+
+    def __init__(self, model: nn.Module, names: Sequence[str], inputs: bool) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+        self.handles = []
+        for name in names:
+            module = model.get_submodule(name)
+            if inputs:
+                hook = (lambda n: lambda mod, args: self.values.__setitem__(n, args[0]))(name)
+                self.handles.append(module.register_forward_pre_hook(hook))
+            else:
+                hook = (lambda n: lambda mod, args, out: self.values.__setitem__(n, out[0] if isinstance(out, tuple) else out))(name)
+                self.handles.append(module.register_forward_hook(hook))
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _module_name(entry: str) -> str:
+    # the seed's config named parameters ("...query.weight"); a feature is the module's activation
+    for suffix in (".weight", ".bias"):
+        if entry.endswith(suffix):
+            return entry[: -len(suffix)]
+    return entry
+
+
+def context_modules(model: nn.Module) -> list[str]:
+    """Names of the attention output projections (the ``attention_output`` role of the model's preset).
+
+    Their *input* is the concatenation of every head's context vector (``softmax(QK^T) V`` per
+    head), so matching it matches the per-head attention outputs.
+    """
+    from .targets import preset_for
+
+    regex = re.compile(preset_for(model)["attention_output"])
+    return [name for name, _ in model.named_modules() if regex.search(name)]
+
+
+class FeatureDistillObjective:
+    """Feature distillation on activations (Noach & Goldberg's first stage), an ``mpstudy.train.Objective``.
+
+    The teacher (the original model) runs on each batch without gradient; the student (the factorized
+    copy) is trained to reproduce its activations:
+
+    * ``hidden``: every selected hidden state (embeddings and each layer's output), MSE;
+    * ``attention``: every selected layer's attention probabilities, KL or MSE (see :func:`attention_loss`);
+    * ``context``: the per-head context vectors, i.e. the input of each attention output projection, MSE;
+    * ``module``: the output of any named module (e.g. ``"bert.encoder.layer.3.intermediate.dense"``), MSE.
+
+    Loss ``= sum over kinds of weight[kind] * mean over that kind's features + ce_weight * CE + kd_weight * KD``
+    (KD: ``kd_loss`` over classes or, for seq2seq, over the vocabulary at each target position).
+
+    Args:
+        teacher: the original model; put in eval mode.
+        features: which activations, as a list of entries: ``"hidden"``, ``"attention"``, ``"context"``
+            (every layer of that kind); a pattern over feature names (``"hidden.3"``, ``"hidden.*"``,
+            and for encoder-decoders ``"encoder.hidden.*"``, ``"decoder.attention.1"``,
+            ``"cross.attention.*"``); ``"context:<module>"`` for one module's input; or any other module
+            name (or parameter name: ``.weight``/``.bias`` is dropped, as in the seed's ``feature_layers``),
+            whose output is matched. Hidden-state index 0 is the embeddings, ``i`` the output of layer ``i``.
+        weights: per-kind weights (``hidden``, ``attention``, ``context``, ``module``), default 1 each.
+        attention_kind: ``"kl"`` or ``"mse"``.
+        ce_weight, kd_weight, temperature: optional task-loss and KD terms in the same objective.
+        dropout: run the student with dropout. Off by default: eager attention returns the
+            probabilities *after* attention dropout, so a student in train mode would be matched
+            with randomly zeroed distributions, which only adds noise to the target.
+
+    Attention probabilities need the eager attention implementation in both models: run the
+    training inside :func:`eager_attention` (the objective refuses SDPA models instead of silently
+    getting no attentions). Logs ``loss`` and one entry per kind (``fd_hidden``...) per step.
+    """
+
+    KINDS = ("hidden", "attention", "context", "module")
+
+    def __init__(self, teacher: nn.Module, features: Sequence[str] = ("hidden", "attention"),
+                 weights: dict[str, float] | None = None, attention_kind: str = "kl", ce_weight: float = 0.0,
+                 kd_weight: float = 0.0, temperature: float = 1.0, dropout: bool = False) -> None:
+        if isinstance(features, str):
+            features = [features]
+        if not features:
+            raise ValueError("features is empty; give e.g. ['hidden', 'attention'], patterns such as 'hidden.3', "
+                             "or module names")
+        weights = {**{k: 1.0 for k in self.KINDS}, **(weights or {})}
+        unknown = sorted(set(weights) - set(self.KINDS))
+        if unknown:
+            raise ValueError(f"unknown feature weight(s) {unknown}; allowed: {list(self.KINDS)}")
+        bad = {k: v for k, v in weights.items() if not v >= 0}
+        if bad or ce_weight < 0 or kd_weight < 0:
+            raise ValueError(f"weights must be >= 0, got {bad or {'ce_weight': ce_weight, 'kd_weight': kd_weight}}")
+        if attention_kind not in ("kl", "mse"):
+            raise ValueError(f"attention_kind must be 'kl' or 'mse', got {attention_kind!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.teacher = teacher.eval()
+        self.weights, self.attention_kind = weights, attention_kind
+        self.ce_weight, self.kd_weight, self.temperature = ce_weight, kd_weight, temperature
+        self.dropout = dropout
+        self.patterns: list[str] = []  # over output feature names (hidden.*, attention.*)
+        self.context: list[str] = []  # modules whose input is matched
+        self.modules: list[str] = []  # modules whose output is matched
+        named = dict(teacher.named_modules())
+        for entry in features:
+            if entry in ("hidden", "attention"):
+                self.patterns += [f"{entry}.*", f"encoder.{entry}.*", f"decoder.{entry}.*"] + (
+                    ["cross.attention.*"] if entry == "attention" else [])
+            elif entry == "context":
+                self.context += context_modules(teacher)
+            elif entry.startswith("context:"):
+                self._check_module(entry[len("context:"):], named)
+                self.context.append(entry[len("context:"):])
+            elif entry.split(".")[0] in ("hidden", "attention", "encoder", "decoder", "cross") and entry not in named \
+                    and _module_name(entry) not in named:
+                self.patterns.append(entry)
+            else:
+                name = _module_name(entry)
+                self._check_module(name, named)
+                self.modules.append(name)
+        #: which outputs the forwards must return (asked once: the pattern test is not free)
+        self.needs_attentions, self.needs_hidden = self._needs("attention"), self._needs("hidden")
+
+    @staticmethod
+    def _check_module(name: str, named: dict[str, nn.Module]) -> None:
+        if name not in named:
+            examples = [n for n, m in named.items() if isinstance(m, nn.Linear)][:3]
+            raise ValueError(f"feature {name!r} is no module of the teacher; module names look like {examples}, "
+                             "or use 'hidden', 'attention', 'context' or patterns such as 'hidden.3'")
+
+    def _needs(self, kind: str) -> bool:
+        import fnmatch
+
+        names = [f"{pre}{kind}.{i}" for pre in ("", "encoder.", "decoder.", "cross.") for i in range(128)]
+        return any(fnmatch.fnmatchcase(n, p) for p in self.patterns for n in names)
+
+    @staticmethod
+    def _output_features(out, seq2seq: bool) -> dict[str, torch.Tensor]:
+        """Name -> activation of the outputs a forward returned (``hidden.i``, ``encoder.attention.i``...)."""
+        groups = ({"encoder.hidden": out.encoder_hidden_states, "decoder.hidden": out.decoder_hidden_states,
+                   "encoder.attention": out.encoder_attentions, "decoder.attention": out.decoder_attentions,
+                   "cross.attention": out.cross_attentions} if seq2seq else
+                  {"hidden": out.hidden_states, "attention": out.attentions})
+        return {f"{prefix}.{i}": x for prefix, xs in groups.items() for i, x in enumerate(xs or ())}
+
+    def _forward(self, model: nn.Module, batch: dict[str, torch.Tensor]):
+        if self.needs_attentions and model.config._attn_implementation != "eager":
+            raise ValueError(f"{type(model).__name__} uses {model.config._attn_implementation!r} attention, which "
+                             "returns no attention probabilities; train inside mpstudy.distill.eager_attention(student, teacher)")
+        ctx, mod = _Capture(model, self.context, inputs=True), _Capture(model, self.modules, inputs=False)
+        try:
+            out = model(**batch, output_hidden_states=self.needs_hidden, output_attentions=self.needs_attentions)
+        finally:
+            ctx.remove()
+            mod.remove()
+        return out, ctx.values, mod.values
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], indices: list[int]):
+        import fnmatch
+
+        seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        if not self.dropout:
+            model.eval()  # the training loop puts the model back in train mode after each evaluation
+        out, s_ctx, s_mod = self._forward(model, batch)
+        with torch.no_grad():
+            t_out, t_ctx, t_mod = self._forward(self.teacher, batch)
+        enc_mask = batch.get("attention_mask")
+        dec_mask = batch["labels"] != -100 if seq2seq and "labels" in batch else None
+
+        def mask_for(name: str):
+            return dec_mask if seq2seq and ("decoder" in name.split(".") or name.startswith("cross")) else enc_mask
+
+        s_feats, t_feats = self._output_features(out, seq2seq), self._output_features(t_out, seq2seq)
+        terms: dict[str, list[torch.Tensor]] = {k: [] for k in self.KINDS}
+        for name, s in s_feats.items():
+            if not any(fnmatch.fnmatchcase(name, p) for p in self.patterns):
+                continue
+            kind = "attention" if "attention" in name else "hidden"
+            if kind == "attention":
+                terms[kind].append(attention_loss(s, t_feats[name], mask_for(name), self.attention_kind))
+            else:
+                terms[kind].append(hidden_state_loss(s, t_feats[name], mask_for(name)))
+        for name in self.context:
+            terms["context"].append(hidden_state_loss(s_ctx[name], t_ctx[name], mask_for(name)))
+        for name in self.modules:
+            s, t = s_mod[name], t_mod[name]
+            mask = mask_for(name) if s.dim() == 3 else None
+            terms["module"].append(hidden_state_loss(s, t, mask if mask is not None and mask.shape == s.shape[:2] else None))
+        if not any(terms.values()):
+            raise ValueError(f"no activation matched the features {self.patterns + self.context + self.modules}; "
+                             f"output features are named like {list(s_feats)[:4]}")
+
+        loss = out.logits.new_zeros((), dtype=torch.float32)
+        logs: dict[str, float] = {}
+        for kind, values in terms.items():
+            if values and self.weights[kind] > 0:
+                term = torch.stack(values).mean()
+                loss = loss + self.weights[kind] * term
+                logs[f"fd_{kind}"] = term.item()
+        if self.ce_weight > 0:
+            loss = loss + self.ce_weight * out.loss
+            logs["ce"] = out.loss.item()
+        if self.kd_weight > 0:
+            mask = batch["labels"] != -100 if out.logits.dim() == 3 else None
+            kd = kd_loss(out.logits, t_out.logits, self.temperature, mask=mask)
+            loss = loss + self.kd_weight * kd
+            logs["kd"] = kd.item()
+        logs["loss"] = loss.item()
+        return loss, logs
+
+
+__all__ += ["eager_attention", "hidden_state_loss", "attention_loss", "context_modules", "FeatureDistillObjective"]

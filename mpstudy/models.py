@@ -122,7 +122,7 @@ def load_model(spec: str | os.PathLike, task=None, seed: int = 0, device: str | 
             except OSError as err:
                 raise OSError(
                     f"could not load model {spec!r}: not a known spec ({', '.join(MODEL_SPECS)}), and loading it "
-                    f"as a local directory or hub id failed (offline? set HF_HUB_OFFLINE=1 to fail fast): {err}"
+                    f"as a local directory or hub id failed (offline? set HF_HUB_OFFLINE=1 to fail fast): {' '.join(str(err).split())}"
                 ) from err
     finally:
         transformers.logging.set_verbosity(verbosity)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -15,7 +16,26 @@ from .profiles import get_profile
 from .records import provenance, write_json_atomic
 
 __all__ = ["project_root", "study_fingerprint", "run_study", "store_smoke_outputs", "reproduce", "build_book",
-           "notebook_parameters"]
+           "notebook_parameters", "VOLATILE_KEY", "stable_view"]
+
+#: Keys of results records whose values legitimately differ between two runs of the same study with
+#: the same parameters on the same machine: wall-clock durations (``seconds``, ``*_seconds``, ``*_s``,
+#: ``*_ms``), rates and ratios of durations (``*_per_s``, ``speedup``, ``time_ratio``) and the time of
+#: the run (``time_utc``). Nothing else may differ: a rerun reproduces every other field exactly
+#: (tests/test_determinism.py runs a smoke study twice). Name new timing fields accordingly.
+VOLATILE_KEY = re.compile(r"^(time_utc|seconds|speedup|time_ratio)$|_(seconds|s|ms|per_s)$")
+
+
+def stable_view(record: Any) -> Any:
+    """``record`` without its volatile fields (:data:`VOLATILE_KEY`, at any depth), NaN as the string
+    ``"nan"`` (so two records compare equal with ``==`` when they agree)."""
+    if isinstance(record, dict):
+        return {k: stable_view(v) for k, v in record.items() if not VOLATILE_KEY.search(str(k))}
+    if isinstance(record, list):
+        return [stable_view(v) for v in record]
+    if isinstance(record, float) and record != record:
+        return "nan"
+    return record
 
 
 def project_root() -> Path:
@@ -39,6 +59,44 @@ def study_fingerprint(notebook: Path, params: dict[str, Any]) -> str:
         h.update(source.name.encode())
         h.update(source.read_bytes())
     return h.hexdigest()
+
+
+def _remove_leftovers(stem: str, output_dir: Path, results_dir: Path) -> list[Path]:
+    """Delete the hidden temporary files a killed run of study ``stem`` left behind.
+
+    Everything a run writes goes to a hidden temporary file first and is renamed into place when
+    complete (the executed notebook here, records and stamps by ``write_json_atomic``), so a run
+    killed midway leaves only such files (``.<name>.<random>``), never a half-written visible one;
+    its next run removes them, holding the study's lock (:func:`_study_lock`), so no live run's
+    files are touched.
+    """
+    patterns = [(output_dir, f".{stem}.*.ipynb"), (results_dir / "runs", f".{stem}-*.json.*"), (results_dir / stem, ".*.json.*")]
+    removed = [p for folder, pattern in patterns if folder.is_dir() for p in folder.glob(pattern) if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def _study_lock(output_dir: Path, stem: str):
+    """An exclusive, non-blocking ``flock`` on ``<output_dir>/.<stem>.lock`` for the duration of a run."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def hold():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output_dir / f".{stem}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(f"another run of {stem} is writing to {output_dir}; wait for it to finish "
+                                   "or give another --output-dir") from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    return hold()
 
 
 def run_study(
@@ -77,31 +135,35 @@ def run_study(
     output = Path(output_dir) / notebook.name
     stamp_path = Path(results_dir) / "runs" / f"{notebook.stem}-{profile}.json"
     fingerprint = study_fingerprint(notebook, params)
-    if not force and output.exists() and stamp_path.exists():
-        stamp = json.loads(stamp_path.read_text())
-        if stamp.get("fingerprint") == fingerprint and stamp.get("output") == str(output):
-            log(f"{notebook.name} [{profile}]: up to date, skipped")
-            return {**stamp, "status": "skipped"}
+    # One run of a study per output folder at a time: the lock (released by the OS even on SIGKILL) makes
+    # removing a killed run's leftovers safe, and refuses a second run that would race on the same files.
+    with _study_lock(output.parent, notebook.stem):
+        _remove_leftovers(notebook.stem, output.parent, Path(results_dir))  # of a killed earlier run
+        if not force and output.exists() and stamp_path.exists():
+            stamp = json.loads(stamp_path.read_text())
+            if stamp.get("fingerprint") == fingerprint and stamp.get("output") == str(output):
+                log(f"{notebook.name} [{profile}]: up to date, skipped")
+                return {**stamp, "status": "skipped"}
 
-    log(f"{notebook.name} [{profile}]: running with {json.dumps(params, default=str)}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
-    os.close(fd)
-    start = time.perf_counter()
-    try:
-        # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
-        papermill.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3", progress_bar=False,
-                                   cwd=str(Path.cwd()), log_output=True, stdout_file=sys.stderr, stderr_file=sys.stderr)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    stamp = {"notebook": str(notebook), "profile": profile, "parameters": params, "fingerprint": fingerprint,
-             "output": str(output), "seconds": round(time.perf_counter() - start, 1), **provenance()}
-    write_json_atomic(stamp_path, stamp)
-    log(f"{notebook.name} [{profile}]: done in {stamp['seconds']} s -> {output}")
-    return {**stamp, "status": "ran"}
+        log(f"{notebook.name} [{profile}]: running with {json.dumps(params, default=str)}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
+        os.close(fd)
+        start = time.perf_counter()
+        try:
+            # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
+            papermill.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3", progress_bar=False,
+                                       cwd=str(Path.cwd()), log_output=True, stdout_file=sys.stderr, stderr_file=sys.stderr)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
+            os.replace(tmp, output)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        stamp = {"notebook": str(notebook), "profile": profile, "parameters": params, "fingerprint": fingerprint,
+                 "output": str(output), "seconds": round(time.perf_counter() - start, 1), **provenance()}
+        write_json_atomic(stamp_path, stamp)
+        log(f"{notebook.name} [{profile}]: done in {stamp['seconds']} s -> {output}")
+        return {**stamp, "status": "ran"}
 
 
 def store_smoke_outputs(notebook: str | os.PathLike, timeout: int = 600) -> Path:

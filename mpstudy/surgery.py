@@ -127,6 +127,11 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
     spec = get_method(method)
     budget = spec.check_budget(budget)
     chosen = resolve_targets(model, targets, module_types=spec.dense_types)
+    for t in chosen:  # a NaN would surface as a LAPACK failure (or a silently NaN factor) deep in a method
+        finite = torch.isfinite(_weight(t.module))
+        if not finite.all():
+            raise ValueError(f"{t.name}.weight has {int((~finite).sum())} NaN or inf entries (of {finite.numel()}); "
+                             "compression needs finite weights")
     model_before = count_parameters(model)["stored"]
 
     replacements: dict[str, nn.Module] = {}
@@ -181,6 +186,8 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     from safetensors.torch import save_model
 
     path = Path(path)
+    if not hasattr(getattr(model, "config", None), "save_pretrained"):
+        raise TypeError(f"save_compressed needs a Hugging Face model (with a .config), got {type(model).__name__}")
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).exists())):
         raise FileExistsError(f"{path} exists and is not a saved mpstudy model; refusing to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,22 +215,54 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
 
 
 def load_compressed(path: str | os.PathLike) -> nn.Module:
-    """Rebuild a model written by ``save_compressed``, in eval mode."""
+    """Rebuild a model written by ``save_compressed``, in eval mode.
+
+    A directory that is incomplete, corrupted (unreadable manifest or weights, NaN or inf values)
+    or inconsistent (weights that do not fit the manifest's layers) raises a one-line
+    ``ValueError`` (``FileNotFoundError`` for a missing file) naming the file.
+    """
     import transformers
     from safetensors.torch import load_model
 
     path = Path(path)
-    if not (path / MANIFEST).exists():
+    weights = path / "model.safetensors"
+    if not (path / MANIFEST).is_file():
         raise FileNotFoundError(f"{path} is not a saved mpstudy model: {MANIFEST} is missing")
-    manifest = json.loads((path / MANIFEST).read_text())
-    config = transformers.AutoConfig.from_pretrained(path)
-    model_cls = getattr(transformers, manifest["model_class"], None)
+    for required in (path / "config.json", weights):
+        if not required.is_file():
+            raise FileNotFoundError(f"{path} is an incomplete saved mpstudy model: {required.name} is missing")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        model_class, modules = manifest["model_class"], dict(manifest["modules"])
+    except (ValueError, KeyError, TypeError) as err:  # bad JSON, bad UTF-8, missing keys
+        raise ValueError(f"{path / MANIFEST} is corrupted ({type(err).__name__}: {_first_line(err)})") from err
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path / 'config.json'} is corrupted ({_first_line(err)})") from err
+    model_cls = getattr(transformers, str(model_class), None)
     if model_cls is None:
-        raise ValueError(f"transformers has no model class {manifest['model_class']!r} (saved in {path / MANIFEST})")
+        raise ValueError(f"transformers has no model class {model_class!r} (saved in {path / MANIFEST})")
     model = model_cls(config)
-    for name, entry in manifest["modules"].items():
-        if entry["class"] not in LAYER_CLASSES:
-            raise ValueError(f"unknown compressed layer {entry['class']!r} for {name}; known: {sorted(LAYER_CLASSES)}")
-        set_submodule(model, name, LAYER_CLASSES[entry["class"]](**entry["kwargs"]))
-    load_model(model, str(path / "model.safetensors"), strict=True)
+    for name, entry in modules.items():
+        layer_class = entry.get("class") if isinstance(entry, dict) else None
+        if layer_class not in LAYER_CLASSES:
+            raise ValueError(f"unknown compressed layer {layer_class!r} for {name} in {path / MANIFEST}; known: {sorted(LAYER_CLASSES)}")
+        try:
+            set_submodule(model, name, LAYER_CLASSES[layer_class](**entry.get("kwargs", {})))
+        except (TypeError, ValueError, AttributeError) as err:  # edited or mismatched manifest
+            raise ValueError(f"{path / MANIFEST}: cannot rebuild {name} as {layer_class} ({_first_line(err)})") from err
+    try:
+        load_model(model, str(weights), strict=True)
+    except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError, torch's size-mismatch RuntimeError
+        raise ValueError(f"{weights} is corrupted or does not match {MANIFEST} ({_first_line(err)})") from err
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{weights} holds NaN or inf values in {len(bad)} tensor(s), e.g. {bad[0]}; the saved model is corrupted")
     return model.eval()
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception's message on one line (torch's state-dict errors span many), at most 300 characters."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -41,6 +41,8 @@ __all__ = [
     "Task",
     "expected_files",
     "load_task",
+    "load_parallel_csv",
+    "read_parallel_csv",
     "make_collate",
     "task_fingerprint",
     "task_head",
@@ -523,6 +525,75 @@ def load_task(
         main_metric=TASK_METRICS[key].main,
         source=source,
     )
+
+
+# --------------------------------------------------------------------------- parallel CSV (seq2seq)
+
+
+def read_parallel_csv(path: str | os.PathLike, source_column: str = "source_text",
+                      target_column: str = "target_text") -> list[Example]:
+    """Read a translation CSV (a header with ``source_text`` and ``target_text`` columns, the format the
+    Noach & Goldberg Marian port's README asks for) into ``{"source", "target"}`` examples.
+
+    Parsed with the csv module (quoted fields may hold commas, quotes and newlines); other columns
+    are ignored. Raises :class:`DataFormatError` naming the file (and row) for a missing column or
+    an empty cell, :class:`DataDirError` for a missing file.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"no CSV file at {str(path)!r} (expected columns {source_column!r} and {target_column!r})")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [c for c in (source_column, target_column) if c not in columns]
+        if missing:
+            raise DataFormatError(f"{path}: header has no column(s) {missing}; found {columns}")
+        rows = []
+        for row in reader:
+            src, tgt = row.get(source_column), row.get(target_column)
+            if not src or not tgt or not src.strip() or not tgt.strip():
+                raise DataFormatError(f"{path}, line {reader.line_num}: empty {source_column!r} or {target_column!r}")
+            rows.append({"source": src, "target": tgt})
+    if not rows:
+        raise DataFormatError(f"{path}: no data rows after the header")
+    return rows
+
+
+def load_parallel_csv(train_path: str | os.PathLike, dev_path: str | os.PathLike | None = None,
+                      name: str = "multi30k", max_train: int | None = None, max_eval: int | None = None,
+                      seed: int = 0, dev_fraction: float = 0.1, source_column: str = "source_text",
+                      target_column: str = "target_text") -> Task:
+    """A seq2seq :class:`Task` from CSV files with ``source_text`` / ``target_text`` columns.
+
+    ``dev_path=None`` holds out a seeded ``dev_fraction`` of the training file as the dev split.
+    ``name`` picks the metric (a seq2seq task name: ``multi30k`` or ``synthetic-seq2seq``, both BLEU).
+    ``task.source`` records ``kind="csv"`` and the files' sha256, as :func:`~mpstudy.load_task` does.
+    """
+    key = canonical_task_name(name)
+    if task_head(key)[0] != "seq2seq":
+        raise ValueError(f"name must be a seq2seq task (multi30k, synthetic-seq2seq) for a parallel CSV, got {name!r}")
+    _check_max(max_train, "max_train")
+    _check_max(max_eval, "max_eval")
+    if not 0 < dev_fraction < 1:
+        raise ValueError(f"dev_fraction must be in (0, 1), got {dev_fraction!r}")
+    files = {str(train_path): _sha256(Path(train_path).read_bytes())} if Path(train_path).is_file() else {}
+    train = read_parallel_csv(train_path, source_column, target_column)
+    if dev_path is not None:
+        dev = read_parallel_csv(dev_path, source_column, target_column)
+        files[str(dev_path)] = _sha256(Path(dev_path).read_bytes())
+    else:
+        if len(train) < 2:
+            raise ValueError(f"{train_path} has {len(train)} row(s): too few to hold out a dev split; pass dev_path")
+        held = set(random.Random(seed).sample(range(len(train)), max(1, int(dev_fraction * len(train)))))
+        dev = [r for i, r in enumerate(train) if i in held]
+        train = [r for i, r in enumerate(train) if i not in held]
+    source = {"kind": "csv", "files": files, "dev_fraction": None if dev_path is not None else dev_fraction,
+              "max_train": max_train, "max_eval": max_eval, "seed": seed,
+              "train_size_full": len(train), "dev_size_full": len(dev)}
+    return Task(name=key, kind="seq2seq", num_labels=0, train=_subsample(train, max_train, seed),
+                dev=_subsample(dev, max_eval, seed), main_metric=TASK_METRICS[key].main, source=source)
 
 
 # --------------------------------------------------------------------------- batching

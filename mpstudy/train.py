@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Protocol
@@ -33,6 +34,8 @@ __all__ = [
     "default_param_groups",
     "resolve_device",
     "set_seed",
+    "distributed_context",
+    "is_main_process",
 ]
 
 
@@ -134,7 +137,86 @@ def set_seed(seed: int) -> None:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    """``"auto"``: CUDA if available (this process's GPU, ``cuda:LOCAL_RANK``, under a multi-process launch), else the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if _launched_world() > 1 and "LOCAL_RANK" in os.environ else "cuda")
+
+
+# --------------------------------------------------------------------------- several processes (DDP)
+# Under `accelerate launch --multi_gpu --num_processes N script.py` (or torchrun) every process runs the
+# user's unchanged script; `train` notices the launch and (1) starts the process group if the script did
+# not, (2) starts every rank from rank 0's weights, (3) gives each rank every N-th row of each global
+# batch, (4) averages the gradients over ranks before the optimizer step, weighting each rank's mean loss
+# by its share of the rows so the average is the global batch's mean even for an uneven last batch, and
+# (5) evaluates on rank 0 and broadcasts the metrics. This is DistributedDataParallel's arithmetic, done
+# by hand rather than by wrapping the model: objectives, hooks and `extra_eval` keep the user's model.
+# With dropout the runs differ (each rank draws its own masks); without it they match one process at
+# the same global batch up to floating-point summation order (tests/test_ddp.py).
+
+
+def _launched_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_context(device: torch.device) -> tuple[int, int]:
+    """``(rank, world size)``: ``(0, 1)`` in a single process; under a multi-process launch the
+    process group is initialised from the launcher's environment if needed (NCCL on GPUs, gloo on CPUs)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if _launched_world() <= 1:
+            return 0, 1
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """True on rank 0 of a multi-process launch (and in a single process): where to write files."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _broadcast_weights(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def _average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Mean of every gradient over the ranks, in one all-reduce; a parameter no rank has a gradient
+    for keeps ``grad = None`` (AdamW then skips it, as in one process)."""
+    import torch.distributed as dist
+
+    device = params[0].device
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    dist.all_reduce(has)
+    live = [p for p, h in zip(params, has.tolist()) if h > 0]
+    if not live:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in live])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in live:
+        p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def _global_logs(logs: dict[str, float], rows: int) -> dict[str, float]:
+    """Per-rank logs (means over the rank's rows) -> the global batch's means."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (rows, logs))
+    keys = dict.fromkeys(k for _, lg in gathered for k in lg)
+    return {k: sum(n * lg[k] for n, lg in gathered if k in lg) / max(1, sum(n for n, lg in gathered if k in lg)) for k in keys}
 
 
 def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -220,14 +302,22 @@ def train(
     ``extra_eval(model)``, if given, runs at every evaluation and its dict (e.g. a dev loss) is
     added to that step's history record. Every record has ``elapsed_s`` (wall-clock seconds
     since the start) and ``train_s`` (the same without the time spent evaluating).
+
+    Launched on several processes (``accelerate launch --multi_gpu --num_processes N``, or
+    ``torchrun``), the same call trains data-parallel: ``config.batch_size`` stays the global batch,
+    each rank computes every N-th row of it and the gradients are averaged (see the comment above
+    ``mpstudy.train.distributed_context``); every rank returns the same result.
     """
     from .tasks import make_collate
 
     config = config or TrainConfig()
     objective = objective or TaskLoss()
     device = resolve_device(config.device)
+    rank, world = distributed_context(device)
     set_seed(config.seed)
     model.to(device).train()
+    if world > 1:
+        _broadcast_weights(model)
 
     groups = param_groups if param_groups is not None else default_param_groups(model, config.weight_decay)
     if not any(p.requires_grad for g in groups for p in g["params"]):
@@ -247,11 +337,21 @@ def train(
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, float], dict[str, torch.Tensor] | None] = (-math.inf, 0, {}, None)
     step, start, eval_seconds = 0, time.perf_counter(), 0.0
-    bar = tqdm(total=total, desc=f"train {task.name}", disable=not config.progress, leave=False)
+    bar = tqdm(total=total, desc=f"train {task.name}", disable=not config.progress or rank != 0, leave=False)
+    trainable = [p for g in groups for p in g["params"] if p.requires_grad]
     while step < total:
         for indices, batch in iterate_batches(task.train, collate, config.batch_size, generator):
-            loss, logs = objective(model, _to(batch, device), indices)
-            loss.backward()
+            rows = len(indices)
+            if world > 1:  # this rank's share of the global batch: every world-th row
+                indices, batch = indices[rank::world], {k: v[rank::world] for k, v in batch.items()}
+            loss, logs = torch.zeros(()), {}
+            if indices:
+                loss, logs = objective(model, _to(batch, device), indices)
+                (loss * (len(indices) * world / rows)).backward()  # world == 1: loss * 1
+            if world > 1:
+                _average_gradients(trainable, world)
+                logs = _global_logs(logs, len(indices))
+                loss = torch.tensor(logs.get("loss", float(loss)))
             if config.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
             optimizer.step()
@@ -263,9 +363,15 @@ def train(
             record: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0], **logs}
             if step % eval_every == 0 or step == total:
                 eval_start = time.perf_counter()
-                metrics = evaluate(model, tokenizer, task, **eval_kwargs)
-                if extra_eval is not None:
-                    record.update(extra_eval(model))
+                metrics, extra = None, {}
+                if rank == 0:  # the other ranks wait for its metrics
+                    metrics = evaluate(model, tokenizer, task, **eval_kwargs)
+                    extra = extra_eval(model) if extra_eval is not None else {}
+                if world > 1:
+                    box = [metrics, extra]
+                    torch.distributed.broadcast_object_list(box, src=0)
+                    metrics, extra = box
+                record.update(extra)
                 eval_seconds += time.perf_counter() - eval_start
                 model.train()
                 record.update({f"dev_{k}": v for k, v in metrics.items()})

@@ -6,10 +6,16 @@ from .autoencoder import ae_sizes_for_cr, row_loss
 from .budget import CR_TOLERANCE, cr_target
 from .kronecker import kronecker_plan_for_cr, kronecker_sum_to_dense, nearest_kronecker_sum
 from .tucker import hosvd, tucker_decompose, tucker_plan_for_cr, tucker_to_tensor
+from .falcon import falcon_fit, falcon_num_params, falcon_sgd_fit, falcon_to_stack
+from .stacks import tucker_stack, tucker_stack_num_params, tucker_stack_ranks
+from .fwsvd import normalize_importance, row_weighted_error, weighted_truncated_svd
 
 __all__ = [
     "truncated_svd", "svd_num_params", "max_saving_rank", "rank_for_ratio",
     "MPO", "mpo_decompose", "mpo_num_params", "factorize_dim", "padded_factorization", "pad_to", "unpad",
     "ae_sizes_for_cr", "row_loss", "CR_TOLERANCE", "cr_target", "kronecker_plan_for_cr", "kronecker_sum_to_dense",
     "nearest_kronecker_sum", "hosvd", "tucker_decompose", "tucker_plan_for_cr", "tucker_to_tensor",
+    "falcon_fit", "falcon_num_params", "falcon_sgd_fit", "falcon_to_stack", "tucker_stack", "tucker_stack_num_params",
+    "tucker_stack_ranks",
+    "weighted_truncated_svd", "row_weighted_error", "normalize_importance",
 ]

@@ -28,6 +28,8 @@ def truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     m, n = W.shape
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
         raise ValueError(f"rank must be an integer in [1, {min(m, n)}] for a {m}x{n} matrix, got {rank!r}")
+    if not torch.isfinite(W).all():  # LAPACK would fail with a RuntimeError that does not say which input
+        raise ValueError(f"W has {int((~torch.isfinite(W)).sum())} NaN or inf entries; truncated_svd needs a finite matrix")
     U, S, Vh = torch.linalg.svd(W.detach().double(), full_matrices=False)
     root = S[:rank].sqrt()
     A = U[:, :rank] * root

@@ -7,7 +7,9 @@ from .kronecker import KroneckerLayer
 from .lowrank_rows import RowBasisLowRank
 from .magnitude import MagnitudePrunedLayer
 from .tucker_rows import TuckerRowsLayer
+from .stacked import FalconLayer, TuckerStackLayer
 
 __all__ = ["CompressedLayer", "LAYER_CLASSES", "register_layer", "LowRankLinear", "MPOLinear", "MPOEmbedding",
            "mpo_layers", "set_lightweight",
-           "AutoencoderLayer", "RowDecoder", "KroneckerLayer", "RowBasisLowRank", "MagnitudePrunedLayer", "TuckerRowsLayer"]
+           "AutoencoderLayer", "RowDecoder", "KroneckerLayer", "RowBasisLowRank", "MagnitudePrunedLayer", "TuckerRowsLayer",
+           "FalconLayer", "TuckerStackLayer"]

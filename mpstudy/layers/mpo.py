@@ -148,6 +148,11 @@ class MPOLayerMixin(CompressedLayer):
 
 
 def _decompose_padded(weight: torch.Tensor, row_dims, col_dims, max_bond, rel_tol) -> MPO:
+    rows, cols = weight.shape
+    if math.prod(row_dims) < rows or math.prod(col_dims) < cols:
+        raise ValueError(f"row_dims {list(row_dims)} and col_dims {list(col_dims)} multiply to {math.prod(row_dims)} x "
+                         f"{math.prod(col_dims)}, less than the {rows} x {cols} weight; each product must be >= its side "
+                         "(a larger one is zero-padded)")
     padded = pad_to(weight.detach(), math.prod(row_dims), math.prod(col_dims))
     return mpo_decompose(padded, row_dims, col_dims, max_bond=max_bond, rel_tol=rel_tol)
 

@@ -78,3 +78,5 @@ def per_matrix(layer_cls: type[CompressedLayer]) -> GroupCompressor:
 from . import svd  # noqa: E402,F401
 from . import mpo  # noqa: E402,F401
 from . import offline  # noqa: E402,F401
+from . import lobert  # noqa: E402,F401
+from . import fwsvd  # noqa: E402,F401

@@ -1,0 +1,159 @@
+"""Fisher-weighted SVD (Hsu et al., ICLR 2022): truncated SVD whose error is weighted by row importance.
+
+Two steps: :func:`estimate_fisher` runs the (fine-tuned) model on task data and accumulates the
+squared gradients of every targeted weight, summed per row (output neuron); ``compress(model,
+"fwsvd", fisher=..., rank=... | ratio=...)`` then replaces each targeted ``nn.Linear`` by a
+:class:`~mpstudy.layers.LowRankLinear` holding the row-weighted optimum
+(:func:`mpstudy.factorize.weighted_truncated_svd`). The layer is the same as plain SVD's, so the
+parameter count, speed and save/load are identical; only the factors differ.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..factorize.fwsvd import weighted_truncated_svd
+from ..layers.lowrank import LowRankLinear, resolve_rank
+from ..targets import Target, resolve_targets
+from . import Method, register_method
+
+__all__ = ["FisherImportance", "estimate_fisher", "fwsvd_linear"]
+
+
+class FisherImportance(Mapping):
+    """Row importances per module: ``name -> (out_features,)`` float32 tensor (on the CPU).
+
+    Entry ``i`` of a module's vector is ``sum over batches and inputs j of (dL/dW_ij)**2``, the
+    row sum of the empirical Fisher information of that module's weight (Hsu et al.'s ``I_i``).
+
+    Attributes:
+        rows: the importances by module name.
+        examples: training rows the estimate saw.
+        batches: backward passes it took.
+        batch_size: rows per backward pass (1 = per-example squared gradients, the exact empirical
+            Fisher; larger batches square the batch-mean gradient, a cheaper approximation).
+        task: the task's name.
+    """
+
+    def __init__(self, rows: dict[str, torch.Tensor], examples: int, batches: int, batch_size: int, task: str = "") -> None:
+        self.rows, self.examples, self.batches, self.batch_size, self.task = rows, examples, batches, batch_size, task
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.rows[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON summary (the vectors themselves are not written into results records)."""
+        return {"modules": len(self.rows), "examples": self.examples, "batches": self.batches,
+                "batch_size": self.batch_size, "task": self.task}
+
+    def __repr__(self) -> str:
+        return f"FisherImportance({self.to_dict()})"
+
+
+def estimate_fisher(model: nn.Module, tokenizer, task, targets: str | list[str] = "all-linear",
+                    max_examples: int | None = 256, batch_size: int = 8, max_length: int = 128,
+                    seed: int = 0, device: str | torch.device | None = None) -> FisherImportance:
+    """Row importances of the targeted ``nn.Linear`` weights from squared gradients of the task loss.
+
+    The model runs in eval mode (no dropout: the Fisher of the model as it will be compressed) on
+    ``max_examples`` rows of ``task.train`` (a seeded subset; ``None``: all), ``batch_size`` rows per
+    backward pass, with its own task loss (cross-entropy, MSE for regression, token cross-entropy
+    for seq2seq). Weights are not changed; gradients and ``requires_grad`` flags are restored.
+
+    Returns:
+        :class:`FisherImportance` with one ``(out_features,)`` vector per targeted module.
+    """
+    from ..tasks import make_collate
+    from ..train import iterate_batches
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1):
+        raise ValueError(f"max_examples must be a positive int or None (all rows), got {max_examples!r}")
+    chosen = resolve_targets(model, targets, module_types=(nn.Linear,))
+    rows_all = task.train
+    if max_examples is not None and max_examples < len(rows_all):
+        keep = torch.randperm(len(rows_all), generator=torch.Generator().manual_seed(seed))[:max_examples]
+        rows_all = [rows_all[i] for i in sorted(keep.tolist())]
+    device = next(model.parameters()).device if device is None else torch.device(device)
+
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():  # only the targeted weights need gradients
+        p.requires_grad_(False)
+    for t in chosen:
+        t.module.weight.requires_grad_(True)
+        t.module.weight.grad = None
+    sums = {t.name: torch.zeros(t.module.out_features, dtype=torch.float64) for t in chosen}
+    batches = 0
+    collate = make_collate(task, tokenizer, max_length=max_length)
+    try:
+        for _, batch in iterate_batches(rows_all, collate, batch_size):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
+            for t in chosen:
+                sums[t.name] += t.module.weight.grad.detach().double().pow(2).sum(1).cpu()
+                t.module.weight.grad = None
+            batches += 1
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(flags[id(p)])
+            p.grad = None
+        model.train(was_training)
+    return FisherImportance({k: v.float() for k, v in sums.items()}, examples=len(rows_all), batches=batches,
+                            batch_size=batch_size, task=getattr(task, "name", ""))
+
+
+def fwsvd_linear(dense: nn.Linear, importance: torch.Tensor, rank: int | None = None, ratio: float | None = None,
+                 allow_no_saving: bool = False) -> LowRankLinear:
+    """A :class:`~mpstudy.layers.LowRankLinear` holding the row-weighted best rank-r fit of ``dense``.
+
+    ``importance`` has shape ``(out_features,)``; ``rank``/``ratio``/``allow_no_saving`` as for
+    :meth:`~mpstudy.layers.LowRankLinear.from_dense` (the same rule ``r < mn/(m+n)`` applies). The bias is copied.
+    """
+    if not isinstance(dense, nn.Linear):
+        raise TypeError(f"fwsvd replaces nn.Linear, got {type(dense).__name__}")
+    m, n = dense.out_features, dense.in_features
+    rank = resolve_rank(m, n, rank=rank, ratio=ratio, allow_no_saving=allow_no_saving)
+    A, B = weighted_truncated_svd(dense.weight, importance, rank)
+    layer = LowRankLinear(n, m, rank, bias=dense.bias is not None).to(dense.weight.device, dense.weight.dtype)
+    with torch.no_grad():
+        layer.second.weight.copy_(A)
+        layer.first.weight.copy_(B)
+        if dense.bias is not None:
+            layer.second.bias.copy_(dense.bias)
+    return layer
+
+
+def _compress_group(group: list[Target], budget: dict[str, Any]) -> dict[str, nn.Module]:
+    budget = dict(budget)
+    fisher = budget.pop("fisher", None)
+    if fisher is None:
+        raise ValueError("method 'fwsvd' needs fisher=<row importances>; estimate them with "
+                         "mpstudy.methods.fwsvd.estimate_fisher(model, tokenizer, task, targets=...)")
+    missing = [t.name for t in group if t.name not in fisher]
+    if missing:
+        raise ValueError(f"fisher has no importances for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "
+                         f"it covers {len(fisher)} modules: estimate it with the same targets")
+    return {t.name: fwsvd_linear(t.module, fisher[t.name], **budget) for t in group}
+
+
+register_method(
+    Method(
+        name="fwsvd",
+        description="Fisher-weighted SVD: rows weighted by squared-gradient importance, then two thin Linears",
+        budget_keys=("rank", "ratio", "allow_no_saving", "fisher"),
+        dense_types=(nn.Linear,),
+        compress_group=_compress_group,
+    )
+)
