@@ -22,3 +22,18 @@ for key, value in {
 # from them, but let the real-data tests (tests/test_tasks.py) find it as MPSTUDY_TEST_DATA.
 if "MPSTUDY_DATA" in os.environ:
     os.environ.setdefault("MPSTUDY_TEST_DATA", os.environ.pop("MPSTUDY_DATA"))
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module on one intra-op thread (use with ``pytestmark = pytest.mark.usefixtures(...)``):
+    small decompositions spend more on OpenMP hand-offs than on math on 2 shared cores (a 24x24 MPO
+    took 0.15 s on 2 busy threads, 1 ms on one). The previous setting is restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -22,15 +22,7 @@ from mpstudy.factorize.shapes import (
     unpad,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run this module on one intra-op thread: its SVDs are small, and on 2 shared cores the
-    OpenMP hand-offs cost more than the math (a 24x24 MPO took 0.15 s on 2 busy threads,
-    1 ms on one). The previous setting is restored for other test modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # (row_dims, col_dims): n = 3..5, non-square, a trivial factor, unbalanced modes.

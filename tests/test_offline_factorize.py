@@ -25,13 +25,7 @@ from mpstudy.factorize.tucker import hosvd, mode_spectra, tucker_decompose, tuck
 from mpstudy.layers.lowrank_rows import svd_rank_for_cr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small decompositions: one intra-op thread is faster on 2 shared cores (restored afterwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- budgets

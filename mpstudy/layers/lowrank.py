@@ -61,13 +61,22 @@ class LowRankLinear(CompressedLayer):
             raise TypeError(f"LowRankLinear replaces nn.Linear, got {type(dense).__name__}")
         m, n = dense.out_features, dense.in_features
         rank = resolve_rank(m, n, rank=rank, ratio=ratio, allow_no_saving=allow_no_saving)
-        layer = cls(n, m, rank, bias=dense.bias is not None).to(dense.weight.device, dense.weight.dtype)
         A, B = truncated_svd(dense.weight, rank)
+        return cls.from_factors(A, B, dense.bias)
+
+    @classmethod
+    def from_factors(cls, A: torch.Tensor, B: torch.Tensor, bias: torch.Tensor | None = None) -> "LowRankLinear":
+        """The layer computing ``x @ (A @ B).T + bias`` from ``A`` ``(out, rank)`` and ``B`` ``(rank, in)``
+        (copied; the layer takes ``A``'s device and dtype)."""
+        (m, rank), n = A.shape, B.shape[1]
+        if B.shape[0] != rank:
+            raise ValueError(f"A {tuple(A.shape)} and B {tuple(B.shape)} do not chain: A's columns must equal B's rows")
+        layer = cls(n, m, rank, bias=bias is not None).to(A.device, A.dtype)
         with torch.no_grad():
             layer.second.weight.copy_(A)
             layer.first.weight.copy_(B)
-            if dense.bias is not None:
-                layer.second.bias.copy_(dense.bias)
+            if bias is not None:
+                layer.second.bias.copy_(bias)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,13 +126,7 @@ def fwsvd_linear(dense: nn.Linear, importance: torch.Tensor, rank: int | None = 
     m, n = dense.out_features, dense.in_features
     rank = resolve_rank(m, n, rank=rank, ratio=ratio, allow_no_saving=allow_no_saving)
     A, B = weighted_truncated_svd(dense.weight, importance, rank)
-    layer = LowRankLinear(n, m, rank, bias=dense.bias is not None).to(dense.weight.device, dense.weight.dtype)
-    with torch.no_grad():
-        layer.second.weight.copy_(A)
-        layer.first.weight.copy_(B)
-        if dense.bias is not None:
-            layer.second.bias.copy_(dense.bias)
-    return layer
+    return LowRankLinear.from_factors(A, B, dense.bias)
 
 
 def _compress_group(group: list[Target], budget: dict[str, Any]) -> dict[str, nn.Module]:
