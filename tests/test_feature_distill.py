@@ -111,9 +111,9 @@ def test_context_is_the_input_of_the_attention_output_projection(cls_setup):
         h = teacher.get_submodule(names[1]).register_forward_pre_hook(lambda m, a: seen_t.update(x=a[0]))
         teacher(**batch)
         h.remove()
-    assert logs["fd_context"] == pytest.approx(float(hidden_state_loss(seen["x"], seen_t["x"], batch["attention_mask"])), rel=1e-5)
-    assert float(loss) > 0
-    assert float(FeatureDistillObjective(teacher, [f"context:{names[0]}"])(student, batch, [])[0]) == 0.0
+    assert logs["fd_context"] == pytest.approx(hidden_state_loss(seen["x"], seen_t["x"], batch["attention_mask"]).item(), rel=1e-5)
+    assert loss.item() > 0
+    assert FeatureDistillObjective(teacher, [f"context:{names[0]}"])(student, batch, [])[0].item() == 0.0
 
 
 def test_feature_layers_by_parameter_name_and_bad_names(cls_setup):
@@ -150,13 +150,13 @@ def test_encoder_decoder_features(spec):
     assert torch.isfinite(loss) and logs["fd_attention"] > 0
     # decoder features count only the target positions (labels != -100); KD is over the vocabulary there
     dec_mask = batch["labels"] != -100
-    assert logs["kd"] == pytest.approx(float(kd_loss(s.logits, t.logits, 1.0, mask=dec_mask)), rel=1e-4)
+    assert logs["kd"] == pytest.approx(kd_loss(s.logits, t.logits, 1.0, mask=dec_mask).item(), rel=1e-4)
     only_decoder = FeatureDistillObjective(teacher, ["decoder.hidden.*"])
     assert not only_decoder.needs_attentions
     value = only_decoder(student, batch, [])[0]
     expected = torch.stack([hidden_state_loss(a, b, dec_mask) for a, b in
                             zip(s.decoder_hidden_states, t.decoder_hidden_states)]).mean()
-    assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_feature_distillation_brings_the_student_closer(cls_setup):
@@ -165,8 +165,8 @@ def test_feature_distillation_brings_the_student_closer(cls_setup):
     compress(student, "svd", ratio=0.2)
     objective = FeatureDistillObjective(teacher, ["hidden", "attention"])
     with eager_attention(student, teacher):
-        before = float(objective(student, batch, [])[0])
+        before = objective(student, batch, [])[0].item()
         train(student, tok, task, TrainConfig(lr=3e-3, max_steps=30, batch_size=16, max_length=32, progress=False,
                                               keep_best=False), objective=objective)
-        after = float(objective(student, batch, [])[0])
+        after = objective(student, batch, [])[0].item()
     assert after < 0.5 * before
