@@ -190,6 +190,31 @@ STUDIES: dict[str, dict[str, dict[str, Any]]] = {
                 "temperature": None, "alpha": None, "pkd_beta": 100.0, "normalize_patience": True, "n_iter": 100,
                 "latency_batch": 32, "latency_seq": 128, "latency_repeats": 20, "torch_threads": None},
     },
+    "06_comparison": {
+        "smoke": {"model_name": "tiny-bert", "tasks": ["synthetic-cls"], "max_train": 128, "max_eval": 32,
+                  "methods": ["svd", "fwsvd", "mpo", "tucker", "falcon", "kronecker", "autoencoder", "magnitude", "heads"],
+                  "keeps": [0.5], "seeds": [0, 1], "recovery_rows": 64, "lr": 1e-3, "batch_size": 16, "alpha": 0.5,
+                  "temperature": 2.0, "dense_lr": 3e-3, "dense_epochs": 3, "dense_batch_size": 32, "max_length": 64,
+                  "ae_epochs": 2, "fisher_examples": 32, "latency_batch": 8, "latency_seq": 32, "latency_repeats": 2,
+                  "workers": 1, "torch_threads": 1},
+        # MiniLM fine-tuned on 1,000 rows of each task; 81 units (9 methods x 3 budgets x 3 tasks), each recovered
+        # 2 ways x 3 seeds with one epoch over 160 rows (10 steps); dev scores on 200 rows; two worker processes.
+        "cpu": {"model_name": "minilm", "tasks": ["sst2", "mrpc", "stsb"], "max_train": 1000, "max_eval": 200,
+                "methods": ["svd", "fwsvd", "mpo", "tucker", "falcon", "kronecker", "autoencoder", "magnitude", "heads"],
+                "keeps": [0.25, 0.5, 0.75], "seeds": [0, 1, 2], "recovery_rows": 160, "lr": 2e-4, "batch_size": 16,
+                "alpha": 0.5, "temperature": 2.0, "dense_lr": 1e-4, "dense_epochs": 3, "dense_batch_size": 32,
+                "max_length": 64, "ae_epochs": 10, "fisher_examples": 256, "latency_batch": 32, "latency_seq": 64,
+                "latency_repeats": 10, "workers": 2, "torch_threads": 2},
+        # BERT-base on the full tasks, GLUE's usual recipe; recovery over the whole training split.
+        "gpu": {"model_name": "bert-base-uncased", "tasks": ["sst2", "mrpc", "stsb"], "max_train": None, "max_eval": None,
+                "methods": ["svd", "fwsvd", "mpo", "tucker", "falcon", "kronecker", "autoencoder", "magnitude", "heads"],
+                "keeps": [0.25, 0.5, 0.75], "seeds": [0, 1, 2], "recovery_rows": None, "lr": 5e-5, "batch_size": 32,
+                "alpha": 0.5, "temperature": 2.0, "dense_lr": 2e-5, "dense_epochs": 3, "dense_batch_size": 32,
+                "max_length": 128, "ae_epochs": 30, "fisher_examples": 1024, "latency_batch": 32, "latency_seq": 128,
+                "latency_repeats": 20, "workers": 1, "torch_threads": None},
+    },
+    # The claims ledger reads the other studies' records (results_dir); it trains nothing.
+    "07_ledger": {"smoke": {}, "cpu": {}, "gpu": {}},
     # --- new studies go above this line ---
 }
 

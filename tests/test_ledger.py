@@ -1,18 +1,214 @@
-"""The claims ledger turns records into verdicts by its stated rules, and says 'not run' without records."""
+"""The claims ledger turns records into verdicts by its stated rules, and says 'not run' without records.
+
+Every check is driven by small synthetic records built to sit on either side of its threshold; the
+committed records of the cpu profile must give every claim a verdict other than 'not run'.
+"""
+import re
+from pathlib import Path
+
 import pytest
 
+from mpstudy import ledger as L
 from mpstudy.ledger import CLAIMS, VERDICTS, Finding, ledger
-from mpstudy.records import write_record
+from mpstudy.records import read_records, write_record
+
+ROOT = Path(__file__).resolve().parent.parent
+HOLDS, FAILS, UNTESTABLE = "holds", "does not hold here", "not testable at this scale"
 
 
-def _mpop_record(light_trainable, light_scores, full_scores):
-    runs = [{"variant": "dense", "seed": s, "score": 0.8, "stored": 1000, "trainable": 1000} for s in range(len(light_scores))]
+def _meta(profile="cpu", model="minilm", task="sst2", max_train=2000, seeds=(0, 1, 2), **extra):
+    return {"parameters": {"model": model, "task": task, "max_train": max_train, "seeds": list(seeds), **extra},
+            "provenance": {"profile": profile, "train_rows": max_train}}
+
+
+# --------------------------------------------------------------------------- record builders, one per study
+
+
+def _mpop(light_trainable=90, light=(0.70, 0.72), full=(0.70, 0.71), dense=(0.80, 0.80), accepted=(True, False), **meta):
+    runs = [{"variant": "dense", "seed": s, "score": v, "stored": 1000, "trainable": 1000} for s, v in enumerate(dense)]
     runs += [{"variant": "MPO lightweight", "seed": s, "score": v, "stored": 900, "trainable": light_trainable}
-             for s, v in enumerate(light_scores)]
-    runs += [{"variant": "MPO full", "seed": s, "score": v, "stored": 900, "trainable": 900} for s, v in enumerate(full_scores)]
-    squeeze = [{"cut": 1, "stored": 880, "accepted": True}, {"cut": 2, "stored": 860, "accepted": False}]
-    return {"parameters": {"model": "m", "task": "t", "seeds": list(range(len(light_scores)))}, "provenance": {"profile": "cpu"},
-            "runs": runs, "squeeze": squeeze}
+             for s, v in enumerate(light)]
+    runs += [{"variant": "MPO full", "seed": s, "score": v, "stored": 900, "trainable": 900} for s, v in enumerate(full)]
+    squeeze = [{"cut": 0, "stored": 900, "accepted": True}, {"cut": 1, "stored": 880, "accepted": accepted[0]},
+               {"cut": 2, "stored": 860, "accepted": accepted[1]}]
+    return {**_meta(seeds=range(len(light)), **meta), "runs": runs, "squeeze": squeeze}
+
+
+def _lobert(kept=0.5, modes=None, dense=(0.80, 0.80), kd=None, **meta):
+    modes = modes if modes is not None else {"self_svd": (0.79, 0.79), "ffn_svd": (0.70, 0.70)}
+    base = {"budget": "default", "init": "pretrained", "fit": "svd"}
+    runs = [{**base, "part": "main", "loss": "kd+pkd", "mode": "dense", "seed": s, "score": v} for s, v in enumerate(dense)]
+    runs += [{**base, "part": "main", "loss": "kd+pkd", "mode": m, "seed": s, "score": v}
+             for m, scores in modes.items() for s, v in enumerate(scores)]
+    runs += [{**base, "part": "loss", "loss": "kd", "mode": m, "seed": s, "score": v}
+             for m, scores in (kd or {}).items() for s, v in enumerate(scores)]
+    decompositions = [{"mode": "self_svd", "budget": "default", "fit": "svd", "kept": kept, "param_ratio": 0.94}]
+    return {**_meta(**meta), "runs": runs, "decompositions": decompositions}
+
+
+def _svd(cells=None, original=0.85, untrained=((10, 0.70, 0.75), (20, 0.75, 0.80)), speedups=(2.0, 1.6),
+         compact=((700, 0.845), (900, 0.85)), stored=1000, s2s=None, **meta):
+    """``cells``: (method, plan) -> scores over seeds; ``untrained``: (rank, svd, fwsvd) without training;
+    ``compact``: (model_params, score) of FWSVD + FD + KD in the sweep; ``speedups`` at kept 0.4 and 0.6."""
+    cells = cells if cells is not None else {
+        ("svd", "none"): (0.70,), ("svd", "kd"): (0.80, 0.80), ("svd", "fd"): (0.83, 0.83), ("svd", "fd+kd"): (0.84, 0.84),
+        ("fwsvd", "none"): (0.75,), ("fwsvd", "kd"): (0.81, 0.81), ("fwsvd", "fd"): (0.84, 0.84),
+        ("fwsvd", "fd+kd"): (0.845, 0.845)}
+    grid = [{"method": m, "plan": p, "seed": s, "score": v, "accuracy": v}
+            for (m, p), scores in cells.items() for s, v in enumerate(scores)]
+    sweep = [{"method": m, "plan": "none", "rank": r, "score": v, "model_params": 800, "seed": 0}
+             for r, svd, fw in untrained for m, v in (("svd", svd), ("fwsvd", fw))]
+    sweep += [{"method": "fwsvd", "plan": "fd+kd", "rank": 1, "score": v, "model_params": n, "seed": 0} for n, v in compact]
+    return {**_meta(**meta), "grid": grid, "sweep": sweep,
+            "baseline": {"metrics": {"accuracy": original}, "params": {"stored": stored}},
+            "budget": [{"model": "m", "rank": 10, "targeted matrices kept": 0.6, "whole model kept": 0.8},
+                       {"model": "bert-base (paper)", "rank": 245, "targeted matrices kept": 0.5,
+                        "whole model kept": 0.6}],
+            "latency": [{"rank": 8, "kept_fraction": 0.4, "speedup": speedups[0]},
+                        {"rank": 12, "kept_fraction": 0.6, "speedup": speedups[1]}],
+            "seq2seq": s2s or {"probe": {"epoch_seconds": 900.0}, "rows": []}}
+
+
+def _marian(fdkd_bleu, model="Helsinki-NLP/opus-mt-en-de"):
+    rows = [{"plan": p, "bleu": b} for p, b in (("original", 30.0), ("none", 20.0), ("fd+kd", fdkd_bleu))]
+    return _svd(s2s={"probe": None, "rows": rows}, s2s_model=model, s2s_task="multi30k", s2s_mode="pipeline")
+
+
+def _offline(ae=(0.80, 0.80), factor=(0.75, 0.75), ppl=None, model="minilm"):
+    finetuned = [{"module": "key", "cr": 10, "mode": "concatenated", "method": m, "seed": s, "score": v}
+                 for m, scores in (("ae", ae), ("svd", factor), ("tucker", factor)) for s, v in enumerate(scores)]
+    finetuned += [{"module": "(dense)", "cr": 1, "mode": "", "method": "dense", "seed": 0, "score": 0.9}]
+    grid = [{"module": "key", "cr": cr, "mode": "separated", "method": m, "feasible": True, "sentence_cosine": 0.5,
+             **({"perplexity": p + cr} if ppl else {})}
+            for cr in (3, 10) for m, p in (ppl or {"ae": 0, "svd": 0}).items()]
+    return {**_meta(model=model), "finetuned": finetuned, "grid": grid}
+
+
+def _offline_grid(ae=0.9, concatenated_bonus=0.05):
+    grid = []
+    for cr in (3, 10):
+        for mode in ("separated", "concatenated"):
+            for method, cos in (("ae", ae), ("kronecker", 0.5), ("tucker", 0.6), ("svd", 0.6), ("prune", 0.8)):
+                bonus = concatenated_bonus if mode == "concatenated" else 0.0
+                grid.append({"module": "key", "cr": cr, "mode": mode, "method": method, "feasible": True,
+                             "sentence_cosine": cos + bonus})
+    grid.append({"module": "key", "cr": 25, "mode": "separated", "method": "ae", "feasible": False, "sentence_cosine": 0.0})
+    return {**_meta(), "grid": grid}
+
+
+def _comp_runs(comp_start=(0.75, 0.75, 0.75), base_start=(0.60, 0.60, 0.60), comp_t=(10, 10, 10), base_t=(20, 20, 20)):
+    runs = []
+    for c in range(3):
+        runs.append({"config": c, "arm": "composability", "start_score": comp_start[c], "total_seconds_to_target": comp_t[c]})
+        runs.append({"config": c, "arm": "baseline", "start_score": base_start[c], "total_seconds_to_target": base_t[c]})
+    return runs
+
+
+def _composability(s2s_model="tiny-t5", s2s_task="synthetic-seq2seq", s2s_times=((10, 10, 10), (20, 20, 20)), **kw):
+    s2s = {"model": s2s_model, "task": s2s_task, "dense": {"score": 1.4},
+           "runs": _comp_runs(comp_t=s2s_times[0], base_t=s2s_times[1])}
+    return {**_meta(seeds=(0,)), "tracks": {"cls": {"runs": _comp_runs(**kw)}, "s2s": s2s}}
+
+
+ALBERT = dict(model="albert-base-v2", max_train=None)
+
+CASES = [
+    # MPOP
+    ("mpop 9 % trained", L._mpop_fewer_trained, _mpop(light_trainable=90), HOLDS),
+    ("mpop 20 % trained", L._mpop_fewer_trained, _mpop(light_trainable=200), FAILS),
+    ("mpop light ~ full", L._mpop_light_matches_full, _mpop(light=(0.70, 0.72), full=(0.70, 0.71)), HOLDS),
+    ("mpop light << full", L._mpop_light_matches_full, _mpop(light=(0.60, 0.62), full=(0.70, 0.71)), FAILS),
+    ("mpop light one seed", L._mpop_light_matches_full, _mpop(light=(0.70,), full=(0.60,), dense=(0.8,)), UNTESTABLE),
+    ("mpop squeeze cut", L._mpop_squeeze, _mpop(accepted=(True, False)), HOLDS),
+    ("mpop squeeze refused", L._mpop_squeeze, _mpop(accepted=(False, False)), FAILS),
+    ("mpop on par", L._mpop_on_par_with_dense, _mpop(light=(0.795, 0.80), dense=(0.80, 0.80)), HOLDS),
+    ("mpop below dense", L._mpop_on_par_with_dense, _mpop(light=(0.78, 0.78), dense=(0.80, 0.80)), FAILS),
+    ("mpop albert 93", L._mpop_albert_numbers, _mpop(light=(0.925, 0.93), **ALBERT), HOLDS),
+    ("mpop albert 88", L._mpop_albert_numbers, _mpop(light=(0.88, 0.88), **ALBERT), FAILS),
+    ("mpop minilm albert", L._mpop_albert_numbers, _mpop(light=(0.93, 0.93)), UNTESTABLE),
+    ("mpop albert subset", L._mpop_albert_numbers, _mpop(light=(0.93, 0.93), model="albert-base-v2"), UNTESTABLE),
+    # LoBERT
+    ("lobert 50 %", L._lobert_half, _lobert(kept=0.5), HOLDS),
+    ("lobert 30 %", L._lobert_half, _lobert(kept=0.3), FAILS),
+    ("lobert half keep", L._lobert_keeps_quality, _lobert(), HOLDS),
+    ("lobert none keep", L._lobert_keeps_quality, _lobert(modes={"self_svd": (0.77, 0.77), "ffn_svd": (0.70, 0.70)}), FAILS),
+    ("lobert one seed", L._lobert_keeps_quality, _lobert(dense=(0.8,), modes={"self_svd": (0.8,)}), UNTESTABLE),
+    ("lobert pkd helps", L._lobert_pkd_helps, _lobert(kd={"self_svd": (0.77, 0.77)}), HOLDS),
+    ("lobert pkd no help", L._lobert_pkd_helps, _lobert(kd={"self_svd": (0.79, 0.79)}), FAILS),
+    ("lobert pkd one seed", L._lobert_pkd_helps, _lobert(kd={"self_svd": (0.70,)}), UNTESTABLE),
+    # Noach & Goldberg
+    ("ng minimal loss", L._ng_minimal_loss, _svd(original=0.85), HOLDS),
+    ("ng big loss", L._ng_minimal_loss, _svd(original=0.87), FAILS),
+    ("ng 1.8x", L._ng_speedup, _svd(speedups=(2.0, 1.6)), HOLDS),
+    ("ng 1.2x", L._ng_speedup, _svd(speedups=(1.3, 1.1)), FAILS),
+    ("ng fd then kd", L._ng_fd_then_kd, _svd(), HOLDS),
+    ("ng kd alone", L._ng_fd_then_kd, _svd(cells={("svd", "kd"): (0.84, 0.84), ("svd", "fd"): (0.8, 0.8),
+                                                   ("svd", "fd+kd"): (0.842, 0.842)}), FAILS),
+    ("ng marian close", L._ng_seq2seq, _marian(29.5), HOLDS),
+    ("ng marian far", L._ng_seq2seq, _marian(25.0), FAILS),
+    ("ng tiny marian", L._ng_seq2seq, _marian(29.5, model="tiny-marian"), UNTESTABLE),
+    ("ng probe only", L._ng_seq2seq, _svd(), UNTESTABLE),
+    # FWSVD
+    ("fwsvd untrained", L._fwsvd_untrained, _svd(), HOLDS),
+    ("fwsvd untrained tie", L._fwsvd_untrained, _svd(untrained=((10, 0.70, 0.702), (20, 0.75, 0.80), (30, 0.8, 0.8))), FAILS),
+    ("fwsvd recovered", L._fwsvd_after_recovery, _svd(), HOLDS),
+    ("fwsvd not recovered", L._fwsvd_after_recovery, _svd(cells={("svd", "fd+kd"): (0.84, 0.84), ("fwsvd", "fd+kd"): (0.83, 0.83)}),
+     FAILS),
+    ("fwsvd compact 30 %", L._fwsvd_compact, _svd(compact=((700, 0.845), (900, 0.85))), HOLDS),
+    ("fwsvd compact 5 %", L._fwsvd_compact, _svd(compact=((700, 0.80), (950, 0.85))), FAILS),
+    ("fwsvd not compact", L._fwsvd_compact, _svd(stored=110_000_000, compact=((70_000_000, 0.85),)), UNTESTABLE),
+    # offline
+    ("offline ae best", L._offline_ae_beats, _offline_grid(ae=0.9), HOLDS),
+    ("offline ae worst", L._offline_ae_beats, _offline_grid(ae=0.55), FAILS),
+    ("offline joint helps", L._offline_joint_helps, _offline_grid(concatenated_bonus=0.05), HOLDS),
+    ("offline joint same", L._offline_joint_helps, _offline_grid(concatenated_bonus=0.0), FAILS),
+    ("offline ae fine-tuned", L._offline_ae_finetuned, _offline(ae=(0.80, 0.80)), HOLDS),
+    ("offline ae loses", L._offline_ae_finetuned, _offline(ae=(0.70, 0.70)), FAILS),
+    ("offline one seed", L._offline_ae_finetuned, _offline(ae=(0.80,), factor=(0.75,)), UNTESTABLE),
+    ("offline ppl", L._offline_perplexity, _offline(ppl={"ae": 10.0, "svd": 12.0, "tucker": 11.0}), HOLDS),
+    ("offline ppl worse", L._offline_perplexity, _offline(ppl={"ae": 13.0, "svd": 12.0}), FAILS),
+    ("offline no ppl", L._offline_perplexity, _offline(), UNTESTABLE),
+    # composability
+    ("comp faster", L._composability_faster, _composability(), HOLDS),
+    ("comp slower", L._composability_faster, _composability(comp_t=(30, 30, None)), FAILS),
+    ("comp better start", L._composability_start, _composability(), HOLDS),
+    ("comp same start", L._composability_start, _composability(comp_start=(0.605, 0.605, 0.7)), FAILS),
+    ("comp t5 faster", L._composability_t5, _composability(s2s_model="t5-small", s2s_task="multi30k"), HOLDS),
+    ("comp t5 slower", L._composability_t5, _composability(s2s_model="t5-small", s2s_task="multi30k",
+                                                           s2s_times=((30, 30, 30), (20, 20, 20))), FAILS),
+    ("comp tiny t5", L._composability_t5, _composability(), UNTESTABLE),
+]
+
+
+@pytest.mark.parametrize("check,record,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_checks_follow_their_rules(check, record, expected):
+    finding = check([record])
+    assert finding.verdict == expected, finding.measured
+    assert finding.rule and finding.measured and finding.scale.startswith(record["provenance"]["profile"])
+
+
+def test_every_claim_has_a_case_on_each_side():
+    """Each check is exercised by the table, with a case that holds and one that does not."""
+    seen = {}
+    for _, check, _, expected in CASES:
+        seen.setdefault(check, set()).add(expected)
+    for claim in CLAIMS:
+        assert {HOLDS, FAILS} <= seen.get(claim.check, set()), claim.claim
+
+
+def test_untestable_says_what_it_would_need():
+    """'not testable' names the model or setting the claim needs, read from the record."""
+    finding = L._mpop_albert_numbers([_mpop(model="minilm")])
+    assert "minilm" in finding.measured and "albert-base-v2" in finding.measured
+    finding = L._composability_t5([_composability(s2s_model="tiny-t5")])
+    assert "tiny-t5" in finding.measured and "t5-small" in finding.measured
+
+
+def test_squeeze_reports_the_last_accepted_cut(tmp_path):
+    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop())
+    table = ledger(tmp_path)
+    squeeze = table[table.claim.str.startswith("Dimension squeezing")].iloc[0]
+    assert squeeze.verdict == HOLDS and "-> 880" in squeeze.measured
 
 
 def test_no_records_means_not_run(tmp_path):
@@ -20,33 +216,63 @@ def test_no_records_means_not_run(tmp_path):
     assert len(table) == len(CLAIMS) and set(table.verdict) == {"not run"}
 
 
-@pytest.mark.parametrize("trainable,light,full,expected", [
-    (90, [0.70, 0.72], [0.70, 0.71], ["holds", "holds", "holds"]),
-    (200, [0.60, 0.62], [0.70, 0.71], ["does not hold here", "does not hold here", "holds"]),
-    (90, [0.70], [0.60], ["holds", "not testable at this scale", "holds"]),
-])
-def test_mpop_claims_follow_their_rules(tmp_path, trainable, light, full, expected):
-    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop_record(trainable, light, full))
-    table = ledger(tmp_path)
-    assert list(table[table.study == "01_mpop"].verdict) == expected
-    assert "880" in table[table.study == "01_mpop"].measured.iloc[2]  # the last accepted cut's count
-
-
 def test_offline_claims_count_cells(tmp_path):
-    grid = []
-    for cr in (3, 10):
-        for mode in ("separated", "concatenated"):
-            for method, cos in (("ae", 0.9), ("kronecker", 0.5), ("tucker", 0.6), ("svd", 0.6), ("prune", 0.8)):
-                bonus = 0.05 if mode == "concatenated" else 0.0
-                grid.append({"module": "key", "cr": cr, "mode": mode, "method": method, "feasible": True,
-                             "sentence_cosine": cos + bonus})
-    write_record(tmp_path, "04_offline", "cpu", {"parameters": {}, "provenance": {}, "grid": grid})
+    write_record(tmp_path, "04_offline", "cpu", _offline_grid())
     table = ledger(tmp_path).set_index("study")
-    assert list(table.loc["04_offline"].verdict) == ["holds", "holds"]
-    assert "4 of 4" in table.loc["04_offline"].measured.iloc[0]
+    assert list(table.loc["04_offline"].verdict)[:2] == [HOLDS, HOLDS]
+    assert "4 of 4" in table.loc["04_offline"].measured.iloc[0]  # the infeasible cell is left out
+
+
+def test_smoke_records_are_never_evidence(tmp_path):
+    write_record(tmp_path, "01_mpop", "smoke-t-m", _mpop(profile="smoke", light_trainable=90))
+    row = ledger(tmp_path).iloc[0]
+    assert row.verdict == UNTESTABLE and "would read: holds" in row.measured and row.rule.startswith("smoke profile")
+
+
+def test_each_study_is_judged_on_one_profile(tmp_path):
+    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop(light_trainable=90))
+    write_record(tmp_path, "01_mpop", "gpu-t-m", _mpop(profile="gpu", light_trainable=200))
+    write_record(tmp_path, "01_mpop", "smoke-t-m", _mpop(profile="smoke", light_trainable=90))  # sorts last by name
+
+    def first(table):  # the 91 % claim
+        return table[table.study == "01_mpop"].iloc[0]
+
+    assert first(ledger(tmp_path)).verdict == FAILS  # gpu is the most telling profile present
+    assert first(ledger(tmp_path, profile="cpu")).verdict == HOLDS
+    assert first(ledger(tmp_path, profile="smoke")).verdict == UNTESTABLE
+    assert set(ledger(tmp_path, profile="gpu").query("study != '01_mpop'").verdict) == {"not run"}
+    with pytest.raises(ValueError, match="profile"):
+        ledger(tmp_path, profile="tpu")
+
+
+def test_committed_records_give_every_claim_a_verdict():
+    """On the committed results, no claim of a study that has records is 'not run', and every row says why."""
+    results = ROOT / "results"
+    table = ledger(results)
+    have = {c.study for c in CLAIMS if read_records(results, c.study)}
+    assert have, "no committed records"
+    judged = table[table.study.isin(have)]
+    assert "not run" not in set(judged.verdict)
+    assert set(judged.verdict) <= set(VERDICTS)
+    assert all(judged.rule.str.len() > 0) and all(judged.scale.str.len() > 0)
+
+
+def test_claims_cite_known_papers():
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text(), flags=re.M))
+    for claim in CLAIMS:
+        assert claim.paper in keys, f"{claim.paper} is not in book/references.bib"
 
 
 def test_findings_refuse_unknown_verdicts():
     assert "holds" in VERDICTS
     with pytest.raises(ValueError, match="verdict"):
         Finding("probably", "", "")
+
+
+def test_verdict_counts_add_up(tmp_path):
+    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop())
+    counts = L.verdict_counts(ledger(tmp_path))
+    assert list(counts.columns) == [*VERDICTS, "claims"]
+    assert counts["claims"].sum() == len(CLAIMS)
+    assert counts.index[0] == L.PAPERS["liu2021mpop"] and counts.iloc[0]["not run"] == 0
+    assert set(L.PAPERS) == {c.paper for c in CLAIMS}
