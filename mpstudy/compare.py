@@ -15,7 +15,7 @@ model is measured with the same accounting and recovered with the same three reg
 The budget is counted as **stored** numbers for factorizations and structured pruning (the
 weights physically removed), and as **non-zero** numbers for magnitude pruning, whose masked
 weights are still stored dense; every method must land within 5 % of the requested fraction
-(:data:`mpstudy.factorize.budget.CR_TOLERANCE`) or refuse with an error naming the budget.
+(``mpstudy.factorize.budget.CR_TOLERANCE``) or refuse with an error naming the budget.
 
 =====================  ======================================================================
 ``svd``                truncated SVD of each matrix (rank ``floor(keep * m n / (m + n))``)
@@ -137,8 +137,8 @@ def mpo_bond_for_budget(model: nn.Module, keep: float, names: Sequence[str] | No
                         num_cores: int = 5) -> tuple[int, float]:
     """The one bond cap whose MPOs of all ``names`` store closest to ``keep`` of their weights.
 
-    Counts come from the shapes alone (:func:`mpstudy.factorize.mpo.mpo_num_params` with the
-    default :func:`mpstudy.layers.mpo.mpo_shapes`), so no decomposition runs during the search.
+    Counts come from the shapes alone (``mpstudy.factorize.mpo.mpo_num_params`` with the
+    default ``mpstudy.layers.mpo.mpo_shapes``), so no decomposition runs during the search.
 
     Returns:
         ``(max_bond, kept_fraction)``.
@@ -240,8 +240,8 @@ def prune_ffn_neurons(ffn_in: nn.Linear, ffn_out: nn.Linear, keep: float) -> tup
 def prune_heads_and_neurons(model: nn.Module, keep: float) -> dict[str, Any]:
     """Structured pruning in place: keep ``keep`` of every layer's heads and FFN neurons.
 
-    Heads go by :func:`mpstudy.prune.prune_attention` (rounded to whole heads), neurons by
-    :func:`prune_ffn_neurons`. Returns the removed heads and the kept neuron count per layer.
+    Heads go by ``mpstudy.prune.prune_attention`` (rounded to whole heads), neurons by
+    ``prune_ffn_neurons``. Returns the removed heads and the kept neuron count per layer.
     """
     keep = _check_keep(keep)
     heads, kept_heads = {}, {}
@@ -268,8 +268,8 @@ def compress_to_budget(model: nn.Module, method: str, keep: float, fisher=None, 
     """Compress ``model``'s encoder Linears in place so ``keep`` of their weights remain.
 
     Args:
-        model: a BERT-family classifier (the targets are :data:`ENCODER_LINEAR`).
-        method: one of :data:`COMPARED_METHODS`.
+        model: a BERT-family classifier (the targets are ``ENCODER_LINEAR``).
+        method: one of ``COMPARED_METHODS``.
         keep: fraction of the encoder's Linear weights kept, in (0, 1).
         fisher: row importances for ``fwsvd`` (:func:`mpstudy.methods.fwsvd.estimate_fisher`).
         seed: seeds the methods that draw random numbers (the autoencoder's initialisation).
@@ -356,7 +356,7 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
     """Compress the dense model of one task with one method at one budget; recover it every way.
 
     ``spec`` (plain data, so a worker process can receive it): ``task`` (name), ``task_kwargs``
-    (for :func:`mpstudy.tasks.load_task`), ``baseline`` (path of the fine-tuned dense model),
+    (for ``mpstudy.tasks.load_task``), ``baseline`` (path of the fine-tuned dense model),
     ``method``, ``keep``, ``seeds``, ``train`` (:class:`mpstudy.train.TrainConfig` fields of the
     recovery runs), ``recovery_rows``, ``alpha``, ``temperature``, ``ae_epochs``, ``fisher`` (a
     ``{module: tensor}`` dict, fwsvd only), ``latency`` (``None`` or ``batch``, ``seq``,
@@ -364,7 +364,7 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``compression`` (see :func:`compress_to_budget`), ``params`` (whole-model
-        :func:`mpstudy.surgery.count_parameters`), ``flops`` and ``dense_flops``, ``latency``
+        ``mpstudy.surgery.count_parameters``), ``flops`` and ``dense_flops``, ``latency``
         (``compare_latency`` against the dense model, or ``None``) and ``runs``: one row per
         (regime, seed) with ``score`` (the task's main metric) and all ``metrics``.
     """
@@ -437,7 +437,7 @@ def run_grid(specs: Iterable[dict[str, Any]], workers: int = 1, cache_dir: str |
     """Run every unit (:func:`run_unit`), ``workers`` processes at a time; results in ``specs`` order.
 
     A finished unit is stored as ``comparison/<key>.json`` under ``cache_dir`` (default
-    :func:`mpstudy.baselines.default_cache_dir`), the key hashing the whole spec, and read back on
+    ``mpstudy.baselines.default_cache_dir``), the key hashing the whole spec, and read back on
     the next call: an interrupted grid resumes, a changed spec recomputes. With ``workers > 1``
     the units run in spawned processes (one torch thread each unless a spec sets ``threads``);
     each unit seeds its own randomness, so results do not depend on scheduling.

@@ -198,10 +198,12 @@ STUDIES: dict[str, dict[str, dict[str, Any]]] = {
                   "ae_epochs": 2, "fisher_examples": 32, "latency_batch": 8, "latency_seq": 32, "latency_repeats": 2,
                   "workers": 1, "torch_threads": 1},
         # MiniLM fine-tuned on 1,000 rows of each task; 81 units (9 methods x 3 budgets x 3 tasks), each recovered
-        # 2 ways x 3 seeds with one epoch over 160 rows (10 steps); dev scores on 200 rows; two worker processes.
+        # 2 ways x 3 seeds with one epoch over 160 rows (10 steps) at half the dense model's peak lr (a first run at
+        # 2e-4, twice the dense lr, made most compressed models worse than untrained); dev scores on 200 rows;
+        # two worker processes.
         "cpu": {"model_name": "minilm", "tasks": ["sst2", "mrpc", "stsb"], "max_train": 1000, "max_eval": 200,
                 "methods": ["svd", "fwsvd", "mpo", "tucker", "falcon", "kronecker", "autoencoder", "magnitude", "heads"],
-                "keeps": [0.25, 0.5, 0.75], "seeds": [0, 1, 2], "recovery_rows": 160, "lr": 2e-4, "batch_size": 16,
+                "keeps": [0.25, 0.5, 0.75], "seeds": [0, 1, 2], "recovery_rows": 160, "lr": 5e-5, "batch_size": 16,
                 "alpha": 0.5, "temperature": 2.0, "dense_lr": 1e-4, "dense_epochs": 3, "dense_batch_size": 32,
                 "max_length": 64, "ae_epochs": 10, "fisher_examples": 256, "latency_batch": 32, "latency_seq": 64,
                 "latency_repeats": 10, "workers": 2, "torch_threads": 2},

@@ -19,14 +19,13 @@ import json
 import os
 import re
 import sys
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from .records import file_sha256
+from .records import file_sha256, write_text_atomic
 
 __all__ = ["load_stamps", "run_table", "total_minutes", "recorded_files", "data_files", "render_markdown",
            "write_markdown", "main"]
@@ -310,19 +309,8 @@ def render_markdown(runs_dir: str | os.PathLike = "results/runs", results_dir: s
 
 
 def write_markdown(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (readers never see half a file), ending in a newline."""
+    return write_text_atomic(path, text if text.endswith("\n") else text + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
