@@ -521,6 +521,59 @@ def _composability_t5(records: list[dict[str, Any]]) -> Finding:
                    _scale(records[-1]))
 
 
+# --------------------------------------------------------------------------- re-tested on the comparison (study 06)
+
+
+def _comparison_scale(record: dict[str, Any]) -> str:
+    params = record.get("parameters", {})
+    return (f"{_profile(record)} profile: {params.get('model', '?')} on {', '.join(params.get('tasks', []))}, "
+            f"{params.get('max_train')} training rows per task, budgets {params.get('keeps')}, no recovery")
+
+
+def _untrained_cells(record: dict[str, Any]) -> dict[tuple[str, float], dict[str, float]]:
+    """(task, keep) -> method -> dev score of the compressed model before any recovery."""
+    cells: dict[tuple[str, float], dict[str, float]] = {}
+    for run in record["runs"]:
+        if run["regime"] == "none":
+            cells.setdefault((run["task"], run["keep"]), {})[run["method"]] = run["score"]
+    return cells
+
+
+def _wins_over(record: dict[str, Any], method: str, rivals: Sequence[str]) -> tuple[int, int, int]:
+    """Cells where ``method`` beats the best rival by more than :data:`BEATS`, informative cells (all scores
+    not tied within 0.001), and all cells holding ``method`` and a rival."""
+    wins = informative = total = 0
+    for scores in _untrained_cells(record).values():
+        present = [scores[r] for r in rivals if r in scores]
+        if method not in scores or not present:
+            continue
+        total += 1
+        if max(present + [scores[method]]) - min(present + [scores[method]]) <= 0.001:
+            continue  # everything at the same score (e.g. the majority class): says nothing
+        informative += 1
+        wins += scores[method] > max(present) + BEATS
+    return wins, informative, total
+
+
+def _comparison_ae_beats(records: list[dict[str, Any]]) -> Finding:
+    rule = ("holds if, untrained, the autoencoder beats the best of SVD, Tucker and Kronecker by more than half a point "
+            "in most informative (task, budget) cells of the comparison (cells where all tie within 0.001 are left out)")
+    wins, informative, total = _wins_over(records[-1], "autoencoder", ("svd", "tucker", "kronecker"))
+    verdict = "holds" if informative and wins > informative / 2 else "does not hold here"
+    return Finding(verdict, f"the autoencoder wins {wins} of {informative} informative cells ({total} in all), "
+                            "whole encoder compressed, every GLUE task of the comparison", rule,
+                   _comparison_scale(records[-1]))
+
+
+def _comparison_fwsvd_beats(records: list[dict[str, Any]]) -> Finding:
+    rule = ("holds if, untrained, Fisher-weighted SVD beats plain SVD at the same ranks by more than half a point in "
+            "most informative (task, budget) cells of the comparison (cells where both tie within 0.001 are left out)")
+    wins, informative, total = _wins_over(records[-1], "fwsvd", ("svd",))
+    verdict = "holds" if informative and wins > informative / 2 else "does not hold here"
+    return Finding(verdict, f"FWSVD wins {wins} of {informative} informative cells ({total} in all), every GLUE task "
+                            "of the comparison", rule, _comparison_scale(records[-1]))
+
+
 CLAIMS: list[Claim] = [
     Claim("liu2021mpop", "Lightweight fine-tuning reduces the fine-tuned parameters by 91 % on average.", "abstract",
           "01_mpop", _mpop_fewer_trained),
@@ -565,6 +618,11 @@ CLAIMS: list[Claim] = [
           "pruned modules.", "README (block-level fine-tuning)", "05_composability", _composability_start),
     Claim("composability2023", "On T5-small and Multi30K, composability reaches the target BLEU sooner.",
           "thesis abstract, README", "05_composability", _composability_t5),
+    Claim("hsu2022fwsvd", "Fisher-weighted SVD keeps the task accuracy much closer to the original than plain SVD.",
+          "abstract; re-tested on every task and budget of the comparison", "06_comparison", _comparison_fwsvd_beats),
+    Claim("banaei2023", "The autoencoder significantly outperforms the factorizations offline.",
+          "abstract; re-tested on the whole encoder, every task and budget of the comparison", "06_comparison",
+          _comparison_ae_beats),
 ]
 
 

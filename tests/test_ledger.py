@@ -112,6 +112,23 @@ def _composability(s2s_model="tiny-t5", s2s_task="synthetic-seq2seq", s2s_times=
 
 ALBERT = dict(model="albert-base-v2", max_train=None)
 
+def _comparison(untrained, **meta):
+    """``untrained``: method -> {(task, keep): score} of the compressed models before recovery (study 06)."""
+    runs = [{"task": task, "method": m, "keep": keep, "regime": "none", "seed": None, "score": v}
+            for m, cells in untrained.items() for (task, keep), v in cells.items()]
+    runs += [{"task": task, "method": m, "keep": keep, "regime": "finetune", "seed": 0, "score": 0.0}  # ignored
+             for m, cells in untrained.items() for (task, keep) in cells]
+    return {"parameters": {"model": "minilm", "tasks": ["sst2", "mrpc"], "max_train": 1000, "keeps": [0.25, 0.5],
+                           "seeds": [0, 1, 2]}, "provenance": {"profile": meta.get("profile", "cpu")}, "runs": runs}
+
+
+_CELLS = [("sst2", 0.25), ("sst2", 0.5), ("mrpc", 0.25)]
+
+
+def _cells(*scores):
+    return dict(zip(_CELLS, scores))
+
+
 CASES = [
     # MPOP
     ("mpop 9 % trained", L._mpop_fewer_trained, _mpop(light_trainable=90), HOLDS),
@@ -177,6 +194,17 @@ CASES = [
     ("comp t5 slower", L._composability_t5, _composability(s2s_model="t5-small", s2s_task="multi30k",
                                                            s2s_times=((30, 30, 30), (20, 20, 20))), FAILS),
     ("comp tiny t5", L._composability_t5, _composability(), UNTESTABLE),
+    # re-tested on the comparison (study 06); the mrpc cell ties everywhere and is left out
+    ("cmp fwsvd wins", L._comparison_fwsvd_beats,
+     _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}), HOLDS),
+    ("cmp fwsvd within half a point", L._comparison_fwsvd_beats,
+     _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.604, 0.75, 0.841)}), FAILS),
+    ("cmp ae beats all", L._comparison_ae_beats,
+     _comparison({m: _cells(0.6, 0.6, 0.841) for m in ("svd", "tucker", "kronecker")} | {"autoencoder": _cells(0.7, 0.7, 0.841)}),
+     HOLDS),
+    ("cmp ae beaten by one", L._comparison_ae_beats,
+     _comparison({"svd": _cells(0.6, 0.6, 0.841), "tucker": _cells(0.75, 0.6, 0.841), "kronecker": _cells(0.6, 0.72, 0.841),
+                  "autoencoder": _cells(0.7, 0.7, 0.841)}), FAILS),
 ]
 
 
@@ -276,3 +304,9 @@ def test_verdict_counts_add_up(tmp_path):
     assert counts["claims"].sum() == len(CLAIMS)
     assert counts.index[0] == L.PAPERS["liu2021mpop"] and counts.iloc[0]["not run"] == 0
     assert set(L.PAPERS) == {c.paper for c in CLAIMS}
+
+
+def test_comparison_checks_leave_out_tied_cells():
+    record = _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)})
+    assert L._wins_over(record, "fwsvd", ("svd",)) == (2, 2, 3)
+    assert "2 of 2 informative cells (3 in all)" in L._comparison_fwsvd_beats([record]).measured
