@@ -74,6 +74,7 @@ __all__ = [
     "prune_ffn_neurons",
     "prune_heads_and_neurons",
     "recovery_task",
+    "pareto_front",
     "run_unit",
     "run_grid",
 ]
@@ -413,6 +414,21 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
                                 "metrics": result.best_metrics, "seconds": result.train_seconds,
                                 "trainable": result.params.get("trainable")})
     return out
+
+
+def pareto_front(points, x: str, y: str):
+    """Rows of the DataFrame ``points`` that no other row dominates, sorted by ``x``: the trade-off curve of score
+    ``y`` against cost ``x``. A row is dominated by one with ``x`` and ``y`` at least as good and one of them
+    strictly better (smaller ``x`` or larger ``y``); of identical rows one is kept."""
+    import pandas as pd
+
+    pts = points.sort_values([x, y], ascending=[True, False])
+    front, best = [], -math.inf
+    for _, row in pts.iterrows():
+        if row[y] > best:
+            front.append(row)
+            best = row[y]
+    return pd.DataFrame(front)
 
 
 def _unit_key(spec: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import transformers
 from torch import nn
 
 from mpstudy import load_model
-from mpstudy.compare import (COMPARED_METHODS, compress_to_budget, encoder_linear_names, falcon_allocation,
+from mpstudy.compare import (COMPARED_METHODS, compress_to_budget, encoder_linear_names, falcon_allocation, pareto_front,
                              linear_weight_counts, mpo_bond_for_budget, prune_ffn_neurons, prune_heads_and_neurons,
                              recovery_task, run_grid)
 from mpstudy.factorize.falcon import falcon_fit, falcon_num_params, falcon_to_stack
@@ -223,3 +223,17 @@ def test_grid_runs_caches_and_resumes(bert, tmp_path, monkeypatch):
 def test_grid_rejects_bad_workers(workers, tmp_path):
     with pytest.raises(ValueError, match="workers must be a positive int"):
         run_grid([], workers=workers, cache_dir=tmp_path)
+
+
+def test_pareto_front_against_brute_force():
+    import pandas as pd
+
+    g = torch.Generator().manual_seed(3)  # few distinct costs and scores: ties on both axes occur
+    points = pd.DataFrame({"cost": torch.randint(0, 8, (40,), generator=g).tolist(),
+                           "score": torch.rand(40, generator=g).round(decimals=2).tolist()})
+    front = pareto_front(points, "cost", "score")
+    dominated = [any(o.cost <= p.cost and o.score >= p.score and (o.cost < p.cost or o.score > p.score)
+                     for o in points.itertuples()) for p in points.itertuples()]
+    undominated = {(p.cost, p.score) for p, d in zip(points.itertuples(), dominated) if not d}
+    assert set(zip(front.cost, front.score)) == undominated
+    assert list(front.cost) == sorted(front.cost) and list(front.score) == sorted(front.score)
