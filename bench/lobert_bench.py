@@ -35,7 +35,7 @@ from mpstudy.factorize.falcon import falcon_fit, falcon_sgd_fit, falcon_to_stack
 from mpstudy.factorize.stacks import tucker_stack, tucker_stack_ranks, tucker_to_tensor
 from mpstudy.factorize.tucker import hosvd
 from mpstudy.layers.stacked import set_decode_cache
-from mpstudy.lobert import DEFAULT_RATIO, LOBERT_MODES, lobert_compress
+from mpstudy.studies.lobert import DEFAULT_RATIO, LOBERT_MODES, lobert_compress
 from mpstudy.records import provenance, write_json_atomic
 
 

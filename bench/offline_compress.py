@@ -35,7 +35,8 @@ from mpstudy import compress, load_model  # noqa: E402
 from mpstudy.layers import RowBasisLowRank  # noqa: E402
 from mpstudy.layers.decoded import GroupMemberLayer  # noqa: E402
 from mpstudy.measure import dummy_batch  # noqa: E402
-from mpstudy.methods.offline import OFFLINE_METHODS, compression_info, method_budget  # noqa: E402
+from mpstudy.methods.offline import OFFLINE_METHODS  # noqa: E402
+from mpstudy.studies.offline import compression_info, method_budget  # noqa: E402
 from mpstudy.profiles import get_profile  # noqa: E402
 from mpstudy.records import provenance, write_json_atomic  # noqa: E402
 

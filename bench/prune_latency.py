@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from mpstudy import load_model
-from mpstudy.composability import sparsity_latency
+from mpstudy.studies.composability import sparsity_latency
 from mpstudy.measure import dummy_batch
 from mpstudy.prune import generate_configs, prune_variants, pruning_scheme
 from mpstudy.records import provenance, write_json_atomic

@@ -13,7 +13,6 @@ Prints one row per (shape, kept ratio): rank, FLOP ratio, measured time ratio (f
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

@@ -24,7 +24,7 @@ import torch
 from mpstudy import load_model
 from mpstudy.measure import dummy_batch
 from mpstudy.records import provenance, write_json_atomic
-from mpstudy.svd_distill import rank_latency_curve, rank_for_budget
+from mpstudy.studies.svd_distillation import rank_latency_curve, rank_for_budget
 
 
 def main() -> None:

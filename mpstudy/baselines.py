@@ -15,16 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .cache import default_cache_dir
 from .models import load_model
 from .tasks import task_fingerprint
 from .train import TrainConfig, train
 
-__all__ = ["default_cache_dir", "finetuned_baseline"]
-
-
-def default_cache_dir() -> Path:
-    """``$MPSTUDY_CACHE``, else ``~/.cache/mpstudy``."""
-    return Path(os.environ.get("MPSTUDY_CACHE", Path.home() / ".cache" / "mpstudy"))
+__all__ = ["finetuned_baseline"]
 
 
 def _cache_key(model_spec: str, task, config: TrainConfig) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -94,7 +93,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _cmd_prune(args: argparse.Namespace) -> None:
-    from .composability import run_prune_step
+    from .studies.composability import run_prune_step
 
     run_prune_step(args)
 

@@ -33,6 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import default_cache_dir
+from .targets import preset_for
+from .tasks import make_collate, task_fingerprint
+from .train import iterate_batches
+
 __all__ = ["kd_loss", "pkd_loss", "cls_states", "TeacherOutputs", "teacher_outputs", "DistillObjective",
            "model_fingerprint"]
 
@@ -147,8 +152,6 @@ def _compute_teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: in
                              progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from tqdm.auto import tqdm
 
-    from .tasks import make_collate
-    from .train import iterate_batches
 
     device = next(teacher.parameters()).device
     was_training = teacher.training
@@ -172,11 +175,9 @@ def teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int = 128, 
 
     The cache key hashes the teacher's weights, the task's rows and ``max_length``, so a different
     teacher, subset or truncation never reads stale outputs. Stored as ``teachers/<key>.pt`` under
-    ``cache_dir`` (default :func:`mpstudy.baselines.default_cache_dir`), written atomically.
+    ``cache_dir`` (default :func:`mpstudy.cache.default_cache_dir`), written atomically.
     Classification and regression tasks only (seq2seq: give :class:`DistillObjective` the teacher).
     """
-    from .baselines import default_cache_dir
-    from .tasks import task_fingerprint
 
     if task.is_seq2seq:
         raise ValueError(f"task {task.name!r} is seq2seq: its teacher logits are not cached; "
@@ -382,7 +383,6 @@ def context_modules(model: nn.Module) -> list[str]:
     Their *input* is the concatenation of every head's context vector (``softmax(QK^T) V`` per
     head), so matching it matches the per-head attention outputs.
     """
-    from .targets import preset_for
 
     regex = re.compile(preset_for(model)["attention_output"])
     return [name for name, _ in model.named_modules() if regex.search(name)]

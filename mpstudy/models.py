@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .surgery import MANIFEST, load_compressed
+from .tasks import task_head
+
 __all__ = ["load_model", "minilm_path", "TINY_CONFIGS", "MODEL_SPECS"]
 
 #: tiny random-init configurations of each architecture the study covers (smoke profile).
@@ -37,7 +40,6 @@ def minilm_path() -> Path:
 
 def _task_head(task) -> tuple[bool, int | None, str | None]:
     """(seq2seq?, num_labels, problem_type) from a task object, a task name, or None."""
-    from .tasks import task_head
 
     if task is None:
         return False, 2, None
@@ -97,7 +99,6 @@ def load_model(spec: str | os.PathLike, task=None, seed: int = 0, device: str | 
     """
     import transformers
 
-    from .surgery import MANIFEST, load_compressed
 
     seq2seq, num_labels, problem_type = _task_head(task)
     spec = os.fspath(spec)

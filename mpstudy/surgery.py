@@ -14,7 +14,7 @@ from torch import nn
 
 from .layers.base import LAYER_CLASSES, CompressedLayer
 from .methods import get_method
-from .targets import group_targets, resolve_targets
+from .targets import group_targets, resolve_targets, set_submodule
 
 __all__ = [
     "CompressionReport",
@@ -27,13 +27,6 @@ __all__ = [
 ]
 
 MANIFEST = "mpstudy_compressed.json"
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at dotted path ``name`` in ``model`` (the parent must exist)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 def _unique_params(module: nn.Module) -> list[nn.Parameter]:

@@ -15,7 +15,7 @@ from typing import Iterable
 
 from torch import nn
 
-__all__ = ["Target", "PRESETS", "ROLE_GROUPS", "resolve_targets", "group_targets", "preset_for"]
+__all__ = ["Target", "PRESETS", "ROLE_GROUPS", "resolve_targets", "group_targets", "preset_for", "set_submodule"]
 
 _L = r"(?P<layer>\d+)"
 
@@ -196,3 +196,10 @@ def group_targets(targets: list[Target], grouping: str = "matrix") -> list[list[
     for t in targets:
         groups[keys[grouping](t)].append(t)
     return list(groups.values())
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at dotted path ``name`` in ``model`` (the parent must exist)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

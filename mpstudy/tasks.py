@@ -25,6 +25,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = [
     "Task",
     "expected_files",
     "load_task",
+    "load_test_split",
+    "with_source_prefix",
     "load_parallel_csv",
     "read_parallel_csv",
     "make_collate",
@@ -148,7 +151,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _decode_lines(path: Path, data: bytes) -> list[tuple[int, str]]:
+def decode_lines(path: Path, data: bytes) -> list[tuple[int, str]]:
     """Split file bytes into ``(line_number, text)`` pairs (1-based), dropping trailing blank lines.
 
     Splits on ``\\n`` only: ``str.splitlines`` would also split on rare Unicode separators
@@ -245,7 +248,7 @@ def _parse_glue(name: str, path: Path, lines: list[tuple[int, str]]) -> list[Exa
     raise AssertionError(f"no GLUE parser for {name!r}")
 
 
-def _parse_parallel(src_path: Path, src_lines, tgt_path: Path, tgt_lines) -> list[Example]:
+def parse_parallel(src_path: Path, src_lines, tgt_path: Path, tgt_lines) -> list[Example]:
     """Zip line-parallel source/target files into ``{"source", "target"}`` examples."""
     if len(src_lines) != len(tgt_lines):
         raise DataFormatError(
@@ -283,12 +286,12 @@ def _load_local(name: str, data_dir: Path) -> tuple[list[Example], list[Example]
         path = data_dir / rel
         data = path.read_bytes()
         hashes[rel] = _sha256(data)
-        return path, _decode_lines(path, data)
+        return path, decode_lines(path, data)
 
     splits = []
     for files in (spec.train_files, spec.dev_files):
         if spec.kind == "seq2seq":
-            splits.append(_parse_parallel(*read(files[0]), *read(files[1])))
+            splits.append(parse_parallel(*read(files[0]), *read(files[1])))
         else:
             splits.append(_parse_glue(name, *read(files[0])))
     return splits[0], splits[1], hashes
@@ -445,7 +448,7 @@ def _check_max(value: int | None, what: str) -> None:
         raise ValueError(f"{what} must be a positive int or None (all rows), got {value!r}")
 
 
-def _subsample(rows: list[Example], k: int | None, seed: int) -> list[Example]:
+def subsample(rows: list[Example], k: int | None, seed: int) -> list[Example]:
     """A seeded random subset of ``k`` rows kept in their original order (all rows if k is None or >= len)."""
     if k is None or k >= len(rows):
         return rows
@@ -520,8 +523,8 @@ def load_task(
         name=key,
         kind=kind,
         num_labels=num_labels,
-        train=_subsample(train, max_train, seed),
-        dev=_subsample(dev, max_eval, seed),
+        train=subsample(train, max_train, seed),
+        dev=subsample(dev, max_eval, seed),
         main_metric=TASK_METRICS[key].main,
         source=source,
     )
@@ -592,8 +595,8 @@ def load_parallel_csv(train_path: str | os.PathLike, dev_path: str | os.PathLike
     source = {"kind": "csv", "files": files, "dev_fraction": None if dev_path is not None else dev_fraction,
               "max_train": max_train, "max_eval": max_eval, "seed": seed,
               "train_size_full": len(train), "dev_size_full": len(dev)}
-    return Task(name=key, kind="seq2seq", num_labels=0, train=_subsample(train, max_train, seed),
-                dev=_subsample(dev, max_eval, seed), main_metric=TASK_METRICS[key].main, source=source)
+    return Task(name=key, kind="seq2seq", num_labels=0, train=subsample(train, max_train, seed),
+                dev=subsample(dev, max_eval, seed), main_metric=TASK_METRICS[key].main, source=source)
 
 
 # --------------------------------------------------------------------------- batching
@@ -669,3 +672,44 @@ def task_fingerprint(task: Task) -> str:
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- test splits and prefixes
+
+
+def with_source_prefix(task, prefix: str):
+    """A copy of a seq2seq task whose sources start with ``prefix`` (T5's
+    ``"translate English to German: "``, as the original prepended)."""
+    if not task.is_seq2seq:
+        raise ValueError(f"with_source_prefix needs a seq2seq task, got {task.name!r} ({task.kind})")
+    if not prefix:
+        return task
+    add = lambda rows: [{**ex, "source": prefix + ex["source"]} for ex in rows]  # noqa: E731
+    return dataclasses.replace(task, train=add(task.train), dev=add(task.dev), source={**task.source, "source_prefix": prefix})
+
+
+def load_test_split(task, data_dir: str | os.PathLike | None = None, max_rows: int | None = None, seed: int = 0):
+    """A copy of ``task`` whose ``dev`` split is its labelled test split, or ``None`` if it has none.
+
+    Only Multi30K has a public labelled test set here (``multi30k/test_2016_flickr.{en,de}``,
+    1,000 pairs, read from ``data_dir``/``$MPSTUDY_DATA``, else the Hub's ``bentrevett/multi30k``
+    ``test`` split). GLUE test labels are not public and the synthetic tasks have no test split,
+    so for them the dev split is the final score.
+    """
+    if task.name != "multi30k":
+        return None
+    root = data_dir or os.environ.get(DATA_ENV_VAR) or None
+    if root is not None:
+        src, tgt = Path(root, "multi30k", "test_2016_flickr.en"), Path(root, "multi30k", "test_2016_flickr.de")
+        for path in (src, tgt):
+            if not path.is_file():
+                raise FileNotFoundError(f"Multi30K test file {path} is missing (expected multi30k/test_2016_flickr.en/.de)")
+        rows = parse_parallel(src, decode_lines(src, src.read_bytes()), tgt, decode_lines(tgt, tgt.read_bytes()))
+    else:
+        import datasets
+
+        split = datasets.load_dataset("bentrevett/multi30k")["test"]
+        rows = [{"source": s, "target": t} for s, t in zip(split["en"], split["de"])]
+    prefix = task.source.get("source_prefix", "")  # set by with_source_prefix
+    rows = [{**r, "source": prefix + r["source"]} for r in subsample(rows, max_rows, seed)]
+    return dataclasses.replace(task, dev=rows)

@@ -22,6 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .surgery import count_parameters
+from .tasks import make_collate
+
 __all__ = [
     "TrainConfig",
     "TrainResult",
@@ -31,6 +34,7 @@ __all__ = [
     "evaluate",
     "predict",
     "iterate_batches",
+    "linear_schedule",
     "default_param_groups",
     "resolve_device",
     "set_seed",
@@ -248,7 +252,6 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 def predict(model: nn.Module, tokenizer, task, split: str = "dev", batch_size: int = 64, max_length: int = 128,
             max_new_tokens: int = 32, device: str | torch.device | None = None) -> tuple[list, list]:
     """Predictions and references on a split: class ids, regression scores, or decoded strings."""
-    from .tasks import make_collate
 
     examples = getattr(task, split)
     device = next(model.parameters()).device if device is None else torch.device(device)
@@ -277,7 +280,7 @@ def evaluate(model: nn.Module, tokenizer, task, split: str = "dev", **kwargs: An
     return task.compute_metrics(preds, refs)
 
 
-def _linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
+def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
@@ -308,7 +311,6 @@ def train(
     each rank computes every N-th row of it and the gradients are averaged (see the comment above
     ``mpstudy.train.distributed_context``); every rank returns the same result.
     """
-    from .tasks import make_collate
 
     config = config or TrainConfig()
     objective = objective or TaskLoss()
@@ -323,12 +325,11 @@ def train(
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("nothing to train: no parameter in the optimizer groups requires grad")
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    from .surgery import count_parameters
 
     params = count_parameters(model)
     steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total, int(config.warmup_ratio * total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, int(config.warmup_ratio * total)))
     eval_every = config.eval_every or steps_per_epoch
     collate = make_collate(task, tokenizer, max_length=config.max_length)
     generator = torch.Generator().manual_seed(config.seed)

@@ -10,7 +10,7 @@ import transformers
 from torch import nn
 
 from mpstudy import load_model
-from mpstudy.compare import (COMPARED_METHODS, compress_to_budget, encoder_linear_names, falcon_allocation, pareto_front,
+from mpstudy.studies.comparison import (COMPARED_METHODS, compress_to_budget, encoder_linear_names, falcon_allocation, pareto_front,
                              linear_weight_counts, mpo_bond_for_budget, prune_ffn_neurons, prune_heads_and_neurons,
                              recovery_task, run_grid)
 from mpstudy.factorize.falcon import falcon_fit, falcon_num_params, falcon_to_stack
@@ -208,7 +208,7 @@ def test_grid_runs_caches_and_resumes(bert, tmp_path, monkeypatch):
         assert all(0 <= r["score"] <= 1 for r in unit["runs"])
     assert len(list((tmp_path / "comparison").glob("*.json"))) == 2
 
-    import mpstudy.compare as compare
+    import mpstudy.studies.comparison as compare
 
     def fail(spec):
         raise AssertionError("a cached unit ran again")

@@ -4,10 +4,23 @@ import pytest
 import torch
 
 from mpstudy import TrainConfig, count_parameters, load_model, load_task
-from mpstudy.composability import (load_test_split, module_inputs, run_composability, sparsity_latency,
-                                   time_to_target, tune_modules, variant_key)
 from mpstudy.measure import dummy_batch
-from mpstudy.prune import clone_module, generate_configs, prunable_modules, prune_variants, pruning_scheme
+from mpstudy.prune import (
+    clone_module,
+    generate_configs,
+    prunable_modules,
+    prune_variants,
+    pruning_scheme,
+)
+from mpstudy.studies.composability import (
+    module_inputs,
+    run_composability,
+    sparsity_latency,
+    time_to_target,
+    tune_modules,
+    variant_key,
+)
+from mpstudy.tasks import load_test_split, with_source_prefix
 
 FAST = dict(batch_size=32, max_length=32, eval_batch_size=64, progress=False, max_new_tokens=6)
 
@@ -135,7 +148,6 @@ def test_test_split(tmp_path, s2s):
     (folder / "test_2016_flickr.de").write_text("Ein Hund rennt.\nZwei Männer sitzen.\n")
     import dataclasses
 
-    from mpstudy.composability import with_source_prefix
 
     m30k = with_source_prefix(dataclasses.replace(task, name="multi30k"), "translate English to German: ")
     test = load_test_split(m30k, data_dir=tmp_path)

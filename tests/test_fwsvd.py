@@ -4,10 +4,23 @@ import pytest
 import torch
 from torch import nn
 
-from mpstudy import compress, count_parameters, load_compressed, load_model, load_task, save_compressed
-from mpstudy.factorize import normalize_importance, row_weighted_error, truncated_svd, weighted_truncated_svd
+from mpstudy import (
+    compress,
+    count_parameters,
+    load_compressed,
+    load_model,
+    load_task,
+    save_compressed,
+)
+from mpstudy.factorize import (
+    normalize_importance,
+    row_weighted_error,
+    truncated_svd,
+    weighted_truncated_svd,
+)
+from mpstudy.fisher import estimate_fisher
 from mpstudy.layers import LowRankLinear
-from mpstudy.methods.fwsvd import FisherImportance, estimate_fisher, fwsvd_linear
+from mpstudy.methods.fwsvd import FisherImportance, fwsvd_linear
 from mpstudy.tasks import make_collate
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpstudy import ledger as L
-from mpstudy.ledger import CLAIMS, VERDICTS, Finding, ledger
+from mpstudy.studies.ledger import CLAIMS, VERDICTS, Finding, ledger
 from mpstudy.records import read_records, write_record
 
 ROOT = Path(__file__).resolve().parent.parent

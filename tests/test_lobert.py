@@ -10,7 +10,7 @@ import torch
 from mpstudy import compress, count_parameters, load_compressed, load_model, save_compressed
 from mpstudy.layers import FalconLayer, LowRankLinear, TuckerStackLayer
 from mpstudy.layers.stacked import set_decode_cache
-from mpstudy.lobert import (
+from mpstudy.studies.lobert import (
     LOBERT_MODES,
     beta_from_lobert,
     copy_uncompressed,
@@ -19,7 +19,7 @@ from mpstudy.lobert import (
     mode_budget,
     mode_plan,
 )
-from mpstudy.methods.offline import compression_info
+from mpstudy.studies.offline import compression_info
 
 # tiny-bert: hidden 64, FFN 128, 2 layers (4 heads)
 L, H, F = 2, 64, 128

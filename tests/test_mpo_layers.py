@@ -5,13 +5,26 @@ import torch
 import transformers
 from torch import nn
 
-from mpstudy import TrainConfig, compress, count_parameters, load_compressed, load_model, load_task, save_compressed
+from mpstudy import (
+    TrainConfig,
+    compress,
+    count_parameters,
+    load_compressed,
+    load_model,
+    load_task,
+    save_compressed,
+)
 from mpstudy.factorize import mpo_num_params
 from mpstudy.factorize.mpo import mpo_bond_dims
 from mpstudy.factorize.shapes import MPOP_MATRIX_SHAPES
-from mpstudy.layers import MPOEmbedding, MPOLinear, mpo_layers, set_lightweight
-from mpstudy.layers.mpo import mpo_param_groups, mpo_shapes
-from mpstudy.squeeze import cheapest_cut, dimension_squeeze
+from mpstudy.layers import MPOEmbedding, MPOLinear, mpo_layers
+from mpstudy.layers.mpo import mpo_shapes
+from mpstudy.studies.mpop import (
+    cheapest_cut,
+    dimension_squeeze,
+    mpo_param_groups,
+    set_lightweight,
+)
 from mpstudy.surgery import set_submodule
 from mpstudy.targets import resolve_targets
 
@@ -180,7 +193,7 @@ def test_cheapest_cut_and_squeeze_trajectory():
 
 def test_mpop_set_up_and_lora_baseline():
     from mpstudy.lora import apply_lora
-    from mpstudy.mpop import mpop_compress, mpop_variant
+    from mpstudy.studies.mpop import mpop_compress, mpop_variant
 
     model, _ = load_model("tiny-bert", task="synthetic-cls")
     with pytest.raises(ValueError, match=r"unknown MPOP layer group\(s\) \['FFN_1'\]"):

@@ -6,7 +6,6 @@ HOSVD, the HOSVD error bound, and CR arithmetic on MiniLM's shapes (every method
 """
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -10,9 +10,14 @@ import torch
 
 from mpstudy import compress, count_parameters, load_model
 from mpstudy.factorize.budget import CR_TOLERANCE
-from mpstudy.layers import AutoencoderLayer, KroneckerLayer, MagnitudePrunedLayer, RowBasisLowRank, TuckerRowsLayer
-from mpstudy.methods.offline import (
-    OFFLINE_METHODS,
+from mpstudy.layers import (
+    AutoencoderLayer,
+    KroneckerLayer,
+    MagnitudePrunedLayer,
+    RowBasisLowRank,
+)
+from mpstudy.methods.offline import OFFLINE_METHODS
+from mpstudy.studies.offline import (
     achieved_cr,
     compression_info,
     encoder_states,

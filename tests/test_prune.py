@@ -10,11 +10,27 @@ from torch.nn.utils import prune as torch_prune
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from mpstudy import count_parameters, load_model
-from mpstudy.prune import (PrunedT5Attention, attention_num_heads, check_keep_ratio, clone_module, compose,
-                           finalize_pruning, generate_configs, head_scores, load_pruned, load_variants, mask_heads,
-                           num_heads_to_prune, prunable_modules, prune_heads, prune_linear, prune_variants,
-                           pruning_scheme, pruning_summary, save_pruned, save_variants, scheme_size,
-                           select_heads_to_prune)
+from mpstudy.prune import (
+    PrunedT5Attention,
+    attention_num_heads,
+    check_keep_ratio,
+    clone_module,
+    compose,
+    finalize_pruning,
+    generate_configs,
+    head_scores,
+    mask_heads,
+    num_heads_to_prune,
+    prunable_modules,
+    prune_heads,
+    prune_linear,
+    prune_variants,
+    pruning_scheme,
+    pruning_summary,
+    scheme_size,
+    select_heads_to_prune,
+)
+from mpstudy.prune_io import load_pruned, load_variants, save_pruned, save_variants
 
 PAPER = dict(attention_keep=[0.25, 0.5, 0.25], linear_keep=[0.3, 0.3, 0.5])
 

@@ -10,7 +10,7 @@ from mpstudy import TrainConfig, compress, count_parameters, load_model, load_ta
 from mpstudy.distill import model_fingerprint
 from mpstudy.factorize import max_saving_rank
 from mpstudy.measure import count_flops, dummy_batch
-from mpstudy.svd_distill import (SvdDistillConfig, compress_and_distill, decompose, decompose_targets, module_errors,
+from mpstudy.studies.svd_distillation import (SvdDistillConfig, compress_and_distill, decompose, decompose_targets, module_errors,
                                  rank_for_budget, rank_latency_curve)
 from mpstudy.tasks import DataFormatError, load_parallel_csv, read_parallel_csv
 
@@ -125,7 +125,7 @@ def test_pipeline_on_encoder_decoders(spec, tmp_path):
 
 def test_module_errors_and_flops_by_hand(tiny_bert, cls_task):
     model, tok = tiny_bert
-    from mpstudy.methods.fwsvd import estimate_fisher
+    from mpstudy.fisher import estimate_fisher
 
     fisher = estimate_fisher(model, tok, cls_task, max_examples=32, max_length=32)
     student = copy.deepcopy(model)
@@ -172,7 +172,7 @@ def test_parallel_csv(tmp_path):
 
 
 def test_recovery_grid_reuses_the_fd_stage(tiny_bert, cls_task, tmp_path):
-    from mpstudy.svd_distill import recovery_grid
+    from mpstudy.studies.svd_distillation import recovery_grid
 
     model, tok = tiny_bert
     config = SvdDistillConfig(rank=8, fd_lr=1e-3, kd_lr=1e-3)
@@ -189,7 +189,7 @@ def test_recovery_grid_reuses_the_fd_stage(tiny_bert, cls_task, tmp_path):
 
 
 def test_train_step_seconds_leaves_the_model_alone(tiny_bert, cls_task):
-    from mpstudy.svd_distill import train_step_seconds
+    from mpstudy.studies.svd_distillation import train_step_seconds
 
     model, tok = tiny_bert
     fingerprint = model_fingerprint(model)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+from .budget import CR_TOLERANCE
 
 __all__ = ["LAYOUTS", "falcon_slices", "falcon_fit", "falcon_to_stack", "falcon_num_params", "falcon_max_k", "falcon_k_for_ratio",
            "falcon_sgd_fit"]
@@ -158,7 +159,6 @@ def falcon_k_for_ratio(shape: tuple[int, int, int], ratio: float, layout: str = 
     Each product adds ``falcon_num_params(shape, 1, layout)`` numbers, so ``k`` is the nearest
     multiple; a ratio no ``k`` reaches within 5 % is refused with the nearest achievable fraction.
     """
-    from .budget import CR_TOLERANCE
 
     _check_layout(layout)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .autoencoder import row_loss
-from .budget import CR_TOLERANCE, check_cr, cr_target, relative_miss
+from .budget import CR_TOLERANCE, check_cr, cr_target
 
 __all__ = [
     "KroneckerPlan",

@@ -1,7 +1,7 @@
 """nn.Modules holding factors: each built ``from_dense`` and able to rebuild ``to_dense``."""
 from .base import LAYER_CLASSES, CompressedLayer, register_layer
 from .lowrank import LowRankLinear
-from .mpo import MPOEmbedding, MPOLinear, mpo_layers, set_lightweight
+from .mpo import MPOEmbedding, MPOLinear, mpo_layers
 from .autoencoder import AutoencoderLayer, RowDecoder
 from .kronecker import KroneckerLayer
 from .lowrank_rows import RowBasisLowRank
@@ -10,6 +10,6 @@ from .tucker_rows import TuckerRowsLayer
 from .stacked import FalconLayer, TuckerStackLayer
 
 __all__ = ["CompressedLayer", "LAYER_CLASSES", "register_layer", "LowRankLinear", "MPOLinear", "MPOEmbedding",
-           "mpo_layers", "set_lightweight",
+           "mpo_layers",
            "AutoencoderLayer", "RowDecoder", "KroneckerLayer", "RowBasisLowRank", "MagnitudePrunedLayer", "TuckerRowsLayer",
            "FalconLayer", "TuckerStackLayer"]

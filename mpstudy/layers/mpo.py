@@ -26,7 +26,7 @@ from ..factorize.mpo import MPO, mpo_decompose, mpo_to_dense
 from ..factorize.shapes import factorize_dim, pad_to, padded_factorization
 from .base import CompressedLayer, register_layer
 
-__all__ = ["MPOLinear", "MPOEmbedding", "MPOLayerMixin", "mpo_shapes", "set_lightweight", "mpo_layers", "mpo_param_groups"]
+__all__ = ["MPOLinear", "MPOEmbedding", "MPOLayerMixin", "mpo_shapes", "mpo_layers"]
 
 
 def mpo_shapes(rows: int, cols: int, num_cores: int = 5) -> tuple[list[int], list[int]]:
@@ -246,37 +246,3 @@ class MPOEmbedding(MPOLayerMixin):
 def mpo_layers(model: nn.Module) -> dict[str, MPOLayerMixin]:
     """The MPO layers of a model by name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, MPOLayerMixin)}
-
-
-def set_lightweight(model: nn.Module, central_trainable: bool = False) -> dict[str, int]:
-    """MPOP's lightweight fine-tuning: freeze every MPO layer's central tensor.
-
-    Everything outside the MPO layers (other embeddings, LayerNorms, biases, the classifier) and
-    the auxiliary tensors stay trainable, as in the original. ``central_trainable=True`` undoes it
-    (all tensors train: "MPOP_full"). Returns ``mpstudy.count_parameters(model)``.
-    """
-    from ..surgery import count_parameters
-
-    layers = mpo_layers(model)
-    if not layers:
-        raise ValueError("the model has no MPO layers; compress it with method 'mpo' first")
-    for layer in layers.values():
-        layer.central_tensor().requires_grad_(central_trainable)
-    return count_parameters(model)
-
-
-def mpo_param_groups(model: nn.Module, mpo_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
-    """AdamW groups as in MPOP's trainer: the MPO cores at their own learning rate ``mpo_lr``.
-
-    The other trainable parameters keep the run's main learning rate (``TrainConfig.lr``), with
-    weight decay except on biases and norms. Only parameters with ``requires_grad`` are included,
-    so a frozen central tensor is never handed to the optimizer.
-    """
-    from ..train import default_param_groups
-
-    cores = [c for layer in mpo_layers(model).values() for c in layer.cores if c.requires_grad]
-    core_ids = {id(c) for c in cores}
-    groups = default_param_groups(model, weight_decay)
-    for group in groups:
-        group["params"] = [p for p in group["params"] if id(p) not in core_ids]
-    return [g for g in groups if g["params"]] + [{"params": cores, "lr": mpo_lr, "weight_decay": 0.0}]

@@ -1,6 +1,6 @@
 """Fisher-weighted SVD (Hsu et al., ICLR 2022): truncated SVD whose error is weighted by row importance.
 
-Two steps: :func:`estimate_fisher` runs the (fine-tuned) model on task data and accumulates the
+Two steps: :func:`mpstudy.fisher.estimate_fisher` runs the (fine-tuned) model on task data and accumulates the
 squared gradients of every targeted weight, summed per row (output neuron); ``compress(model,
 "fwsvd", fisher=..., rank=... | ratio=...)`` then replaces each targeted ``nn.Linear`` by a
 :class:`~mpstudy.layers.LowRankLinear` holding the row-weighted optimum
@@ -17,10 +17,10 @@ from torch import nn
 
 from ..factorize.fwsvd import weighted_truncated_svd
 from ..layers.lowrank import LowRankLinear, resolve_rank
-from ..targets import Target, resolve_targets
-from . import Method, register_method
+from ..targets import Target
+from .registry import Method, register_method
 
-__all__ = ["FisherImportance", "estimate_fisher", "fwsvd_linear"]
+__all__ = ["FisherImportance", "fwsvd_linear"]
 
 
 class FisherImportance(Mapping):
@@ -59,61 +59,6 @@ class FisherImportance(Mapping):
         return f"FisherImportance({self.to_dict()})"
 
 
-def estimate_fisher(model: nn.Module, tokenizer, task, targets: str | list[str] = "all-linear",
-                    max_examples: int | None = 256, batch_size: int = 8, max_length: int = 128,
-                    seed: int = 0, device: str | torch.device | None = None) -> FisherImportance:
-    """Row importances of the targeted ``nn.Linear`` weights from squared gradients of the task loss.
-
-    The model runs in eval mode (no dropout: the Fisher of the model as it will be compressed) on
-    ``max_examples`` rows of ``task.train`` (a seeded subset; ``None``: all), ``batch_size`` rows per
-    backward pass, with its own task loss (cross-entropy, MSE for regression, token cross-entropy
-    for seq2seq). Weights are not changed; gradients and ``requires_grad`` flags are restored.
-
-    Returns:
-        :class:`FisherImportance` with one ``(out_features,)`` vector per targeted module.
-    """
-    from ..tasks import make_collate
-    from ..train import iterate_batches
-
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1):
-        raise ValueError(f"max_examples must be a positive int or None (all rows), got {max_examples!r}")
-    chosen = resolve_targets(model, targets, module_types=(nn.Linear,))
-    rows_all = task.train
-    if max_examples is not None and max_examples < len(rows_all):
-        keep = torch.randperm(len(rows_all), generator=torch.Generator().manual_seed(seed))[:max_examples]
-        rows_all = [rows_all[i] for i in sorted(keep.tolist())]
-    device = next(model.parameters()).device if device is None else torch.device(device)
-
-    flags = {id(p): p.requires_grad for p in model.parameters()}
-    was_training = model.training
-    model.eval()
-    for p in model.parameters():  # only the targeted weights need gradients
-        p.requires_grad_(False)
-    for t in chosen:
-        t.module.weight.requires_grad_(True)
-        t.module.weight.grad = None
-    sums = {t.name: torch.zeros(t.module.out_features, dtype=torch.float64) for t in chosen}
-    batches = 0
-    collate = make_collate(task, tokenizer, max_length=max_length)
-    try:
-        for _, batch in iterate_batches(rows_all, collate, batch_size):
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
-            for t in chosen:
-                sums[t.name] += t.module.weight.grad.detach().double().pow(2).sum(1).cpu()
-                t.module.weight.grad = None
-            batches += 1
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(flags[id(p)])
-            p.grad = None
-        model.train(was_training)
-    return FisherImportance({k: v.float() for k, v in sums.items()}, examples=len(rows_all), batches=batches,
-                            batch_size=batch_size, task=getattr(task, "name", ""))
-
-
 def fwsvd_linear(dense: nn.Linear, importance: torch.Tensor, rank: int | None = None, ratio: float | None = None,
                  allow_no_saving: bool = False) -> LowRankLinear:
     """A :class:`~mpstudy.layers.LowRankLinear` holding the row-weighted best rank-r fit of ``dense``.
@@ -134,7 +79,7 @@ def _compress_group(group: list[Target], budget: dict[str, Any]) -> dict[str, nn
     fisher = budget.pop("fisher", None)
     if fisher is None:
         raise ValueError("method 'fwsvd' needs fisher=<row importances>; estimate them with "
-                         "mpstudy.methods.fwsvd.estimate_fisher(model, tokenizer, task, targets=...)")
+                         "mpstudy.fisher.estimate_fisher(model, tokenizer, task, targets=...)")
     missing = [t.name for t in group if t.name not in fisher]
     if missing:
         raise ValueError(f"fisher has no importances for {missing[:3]}{' ...' if len(missing) > 3 else ''}; "

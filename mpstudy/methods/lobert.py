@@ -1,7 +1,7 @@
 """LoBERT's nine student modes, each a registered method ``lobert-<mode>``.
 
 ``compress(model, "lobert-self_tuckerlayer", targets="qkv")`` (or, with the targets filled in,
-:func:`mpstudy.lobert.lobert_compress`). The modes (methods digest, section 2.2):
+:func:`mpstudy.studies.lobert.lobert_compress`). The modes (methods digest, section 2.2):
 
 =========================  ======================================================  ==================
 mode                       what is factorized                                      budget
@@ -37,7 +37,7 @@ from ..factorize.stacks import tucker_stack_ranks
 from ..layers.lowrank import LowRankLinear
 from ..layers.stacked import falcon_group, tucker_stack_group
 from ..targets import Target
-from . import Method, register_method
+from .registry import Method, register_method
 
 __all__ = ["LOBERT_MODES", "DEFAULT_RATIO", "stack_groups", "type_key"]
 

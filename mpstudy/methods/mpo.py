@@ -5,7 +5,7 @@ from torch import nn
 
 from ..layers.mpo import MPOEmbedding, MPOLinear
 from ..targets import Target
-from . import Method, register_method
+from .registry import Method, register_method
 
 
 def _compress_group(group: list[Target], budget: dict[str, Any]) -> dict[str, nn.Module]:

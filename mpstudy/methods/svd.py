@@ -2,7 +2,7 @@
 from torch import nn
 
 from ..layers.lowrank import LowRankLinear
-from . import Method, per_matrix, register_method
+from .registry import Method, per_matrix, register_method
 
 register_method(
     Method(

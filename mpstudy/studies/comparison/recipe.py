@@ -53,14 +53,26 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from .factorize.budget import CR_TOLERANCE, relative_miss
-from .factorize.falcon import falcon_max_k, falcon_num_params, falcon_slices
-from .factorize.mpo import mpo_num_params
-from .layers.mpo import mpo_shapes
-from .layers.stacked import falcon_group
-from .prune import _select_linear, attention_num_heads, prunable_modules, prune_attention
-from .surgery import compress, count_parameters, set_submodule
-from .targets import resolve_targets
+from ...cache import default_cache_dir
+from ...distill import DistillObjective, teacher_outputs
+from ...factorize.budget import CR_TOLERANCE, relative_miss
+from ...factorize.falcon import falcon_max_k, falcon_num_params, falcon_slices
+from ...factorize.mpo import mpo_num_params
+from ...layers.mpo import mpo_shapes
+from ...layers.stacked import falcon_group
+from ...measure import compare_latency, count_flops, dummy_batch
+from ...models import load_model
+from ...prune import (
+    attention_num_heads,
+    prunable_modules,
+    prune_attention,
+    select_linear,
+)
+from ...records import write_json_atomic
+from ...surgery import compress, count_parameters, set_submodule
+from ...targets import resolve_targets
+from ...tasks import load_task
+from ...train import TrainConfig, evaluate, train
 
 __all__ = [
     "COMPARED_METHODS",
@@ -235,7 +247,7 @@ def prune_ffn_neurons(ffn_in: nn.Linear, ffn_out: nn.Linear, keep: float) -> tup
     n_keep = max(1, round(keep * ffn_in.out_features))
     kept = sorted(torch.topk(score, n_keep).indices.tolist())
     index = torch.tensor(kept, dtype=torch.long)
-    return _select_linear(ffn_in, index, dim=0), _select_linear(ffn_out, index, dim=1), kept
+    return select_linear(ffn_in, index, dim=0), select_linear(ffn_out, index, dim=1), kept
 
 
 def prune_heads_and_neurons(model: nn.Module, keep: float) -> dict[str, Any]:
@@ -272,7 +284,7 @@ def compress_to_budget(model: nn.Module, method: str, keep: float, fisher=None, 
         model: a BERT-family classifier (the targets are ``ENCODER_LINEAR``).
         method: one of ``COMPARED_METHODS``.
         keep: fraction of the encoder's Linear weights kept, in (0, 1).
-        fisher: row importances for ``fwsvd`` (:func:`mpstudy.methods.fwsvd.estimate_fisher`).
+        fisher: row importances for ``fwsvd`` (:func:`mpstudy.fisher.estimate_fisher`).
         seed: seeds the methods that draw random numbers (the autoencoder's initialisation).
         ae_epochs: training epochs of each row autoencoder.
 
@@ -289,7 +301,7 @@ def compress_to_budget(model: nn.Module, method: str, keep: float, fisher=None, 
     if method not in COMPARED_METHODS:
         raise ValueError(f"unknown method {method!r}; compared methods: {list(COMPARED_METHODS)}")
     if method == "fwsvd" and fisher is None:
-        raise ValueError("method 'fwsvd' needs fisher= (mpstudy.methods.fwsvd.estimate_fisher on the task)")
+        raise ValueError("method 'fwsvd' needs fisher= (mpstudy.fisher.estimate_fisher on the task)")
     names = encoder_linear_names(model)
     dense = sum(model.get_submodule(n).weight.numel() for n in names)
     cr = 1 / keep
@@ -369,11 +381,6 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
         (``compare_latency`` against the dense model, or ``None``) and ``runs``: one row per
         (regime, seed) with ``score`` (the task's main metric) and all ``metrics``.
     """
-    from .distill import DistillObjective, teacher_outputs
-    from .measure import compare_latency, count_flops, dummy_batch
-    from .models import load_model
-    from .tasks import load_task
-    from .train import TrainConfig, evaluate, train
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -453,7 +460,7 @@ def run_grid(specs: Iterable[dict[str, Any]], workers: int = 1, cache_dir: str |
     """Run every unit (:func:`run_unit`), ``workers`` processes at a time; results in ``specs`` order.
 
     A finished unit is stored as ``comparison/<key>.json`` under ``cache_dir`` (default
-    ``mpstudy.baselines.default_cache_dir``), the key hashing the whole spec, and read back on
+    ``mpstudy.cache.default_cache_dir``), the key hashing the whole spec, and read back on
     the next call: an interrupted grid resumes, a changed spec recomputes. With ``workers > 1``
     the units run in spawned processes (one torch thread each unless a spec sets ``threads``);
     each unit seeds its own randomness, so results do not depend on scheduling.
@@ -463,8 +470,6 @@ def run_grid(specs: Iterable[dict[str, Any]], workers: int = 1, cache_dir: str |
 
     from tqdm.auto import tqdm
 
-    from .baselines import default_cache_dir
-    from .records import write_json_atomic
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")

@@ -30,12 +30,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distill import DistillObjective, FeatureDistillObjective, eager_attention, teacher_outputs
-from .factorize.fwsvd import row_weighted_error
-from .factorize.svd import max_saving_rank
-from .surgery import CompressionReport, compress, count_parameters
-from .targets import resolve_targets
-from .train import TrainConfig, evaluate, train
+from ...distill import (
+    DistillObjective,
+    FeatureDistillObjective,
+    eager_attention,
+    teacher_outputs,
+)
+from ...factorize.fwsvd import row_weighted_error
+from ...factorize.svd import max_saving_rank
+from ...fisher import estimate_fisher
+from ...measure import compare_latency, count_flops
+from ...surgery import CompressionReport, compress, count_parameters
+from ...targets import resolve_targets
+from ...tasks import make_collate
+from ...train import TrainConfig, evaluate, iterate_batches, set_seed, train
 
 __all__ = ["SvdDistillConfig", "STAGE_PLANS", "decompose_targets", "rank_for_budget", "decompose",
            "run_stage", "compress_and_distill", "recovery_grid", "module_errors", "rank_latency_curve",
@@ -211,7 +219,6 @@ def decompose(model: nn.Module, config: SvdDistillConfig, fisher=None, tokenizer
         if fisher is None:
             if task is None or tokenizer is None:
                 raise ValueError("method 'fwsvd' needs fisher=... or a tokenizer and task to estimate it on")
-            from .methods.fwsvd import estimate_fisher
 
             fisher = estimate_fisher(model, tokenizer, task, targets=targets, max_examples=config.fisher_examples,
                                      batch_size=config.fisher_batch_size, max_length=max_length, seed=seed)
@@ -349,7 +356,6 @@ def rank_latency_curve(model: nn.Module, batch: dict[str, torch.Tensor], ranks: 
     targeted weights, ``model_params``, ``flop_ratio`` (factorized / dense, whole forward, from
     ``torch.utils.flop_counter``), ``dense_ms``, ``lowrank_ms`` (medians) and ``speedup``.
     """
-    from .measure import compare_latency, count_flops
 
     model = model.eval()
     dense_flops = count_flops(model, batch)
@@ -376,8 +382,6 @@ def train_step_seconds(model: nn.Module, tokenizer, task, steps: int = 5, batch_
     import statistics
     import time
 
-    from .tasks import make_collate
-    from .train import iterate_batches, set_seed
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .records import read_records
+from ..records import read_records
 
 __all__ = ["Claim", "Finding", "CLAIMS", "VERDICTS", "PROFILE_ORDER", "PAPERS", "ledger", "verdict_counts"]
 

@@ -22,7 +22,6 @@ measures what each pruning form saves in parameters, non-zeros, FLOPs and time.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import statistics
@@ -36,10 +35,33 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .prune import clone_module, compose, finalize_pruning, pruning_scheme, prune_variants, scheme_size
-from .surgery import count_parameters
-from .train import (TrainConfig, TrainResult, _linear_schedule, default_param_groups, evaluate, iterate_batches,
-                    resolve_device, set_seed, train)
+from ... import prune as P
+from ... import prune_io
+from ...measure import count_flops, latency
+from ...models import load_model
+from ...prune import (
+    clone_module,
+    compose,
+    finalize_pruning,
+    prunable_modules,
+    prune_variants,
+    pruning_scheme,
+    scheme_size,
+)
+from ...records import write_json_atomic
+from ...surgery import count_parameters
+from ...tasks import load_task, load_test_split, make_collate
+from ...train import (
+    TrainConfig,
+    TrainResult,
+    default_param_groups,
+    evaluate,
+    iterate_batches,
+    linear_schedule,
+    resolve_device,
+    set_seed,
+    train,
+)
 
 __all__ = [
     "ModuleTuneResult",
@@ -53,8 +75,6 @@ __all__ = [
     "run_composability",
     "sparsity_latency",
     "interleaved_latency",
-    "with_source_prefix",
-    "load_test_split",
     "variant_key",
 ]
 
@@ -213,7 +233,6 @@ def tune_modules(
     Returns:
         ``(tuned variants, ModuleTuneResult)``; the tuned variants are on CPU in eval mode.
     """
-    from .tasks import make_collate
 
     config = config or TrainConfig(lr=1e-3)
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -236,7 +255,7 @@ def tune_modules(
     optimizer = torch.optim.AdamW(default_param_groups(holder, config.weight_decay), lr=config.lr)
     steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total, int(config.warmup_ratio * total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, int(config.warmup_ratio * total)))
     eval_every = config.eval_every or steps_per_epoch
     collate = make_collate(task, tokenizer, max_length=config.max_length)
     generator = torch.Generator().manual_seed(config.seed)
@@ -323,7 +342,6 @@ def tune_modules(
 def dev_loss(model: nn.Module, tokenizer, task, batch_size: int = 64, max_length: int = 128) -> float:
     """The model's own loss (cross-entropy; token-level for seq2seq, padding ignored) on ``task.dev``,
     averaged over examples (each batch's mean weighted by its size)."""
-    from .tasks import make_collate
 
     was_training = model.training
     model.eval()
@@ -487,7 +505,6 @@ def run_composability(
     Returns:
         ``(CompositionStudy, untuned variants, tuned variants)``.
     """
-    from .prune import prunable_modules
 
     log = log or (lambda message: None)
     kinds = {m.name: m.kind for m in prunable_modules(model)}
@@ -526,7 +543,6 @@ def interleaved_latency(models: Mapping[str, nn.Module], batch: Mapping[str, tor
     Returns:
         ``{name: {"median_ms", "min_ms", "times_ms"}}``; ``times_ms[i]`` is round ``i``.
     """
-    from .measure import latency
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats!r}")
@@ -566,8 +582,6 @@ def sparsity_latency(
     """
     import pandas as pd
 
-    from .measure import count_flops
-    from .prune import prunable_modules
 
     kinds = {m.name: m.kind for m in prunable_modules(model)}
     forms: dict[str, tuple[nn.Module, float | None, float | None]] = {"dense": (model, None, None)}
@@ -601,46 +615,6 @@ def sparsity_latency(
 
 
 # --------------------------------------------------------------------------- data helpers
-
-
-def with_source_prefix(task, prefix: str):
-    """A copy of a seq2seq task whose sources start with ``prefix`` (T5's
-    ``"translate English to German: "``, as the original prepended)."""
-    if not task.is_seq2seq:
-        raise ValueError(f"with_source_prefix needs a seq2seq task, got {task.name!r} ({task.kind})")
-    if not prefix:
-        return task
-    add = lambda rows: [{**ex, "source": prefix + ex["source"]} for ex in rows]  # noqa: E731
-    return dataclasses.replace(task, train=add(task.train), dev=add(task.dev), source={**task.source, "source_prefix": prefix})
-
-
-def load_test_split(task, data_dir: str | os.PathLike | None = None, max_rows: int | None = None, seed: int = 0):
-    """A copy of ``task`` whose ``dev`` split is its labelled test split, or ``None`` if it has none.
-
-    Only Multi30K has a public labelled test set here (``multi30k/test_2016_flickr.{en,de}``,
-    1,000 pairs, read from ``data_dir``/``$MPSTUDY_DATA``, else the Hub's ``bentrevett/multi30k``
-    ``test`` split). GLUE test labels are not public and the synthetic tasks have no test split,
-    so for them the dev split is the final score.
-    """
-    from .tasks import DATA_ENV_VAR, _decode_lines, _parse_parallel, _subsample
-
-    if task.name != "multi30k":
-        return None
-    root = data_dir or os.environ.get(DATA_ENV_VAR) or None
-    if root is not None:
-        src, tgt = Path(root, "multi30k", "test_2016_flickr.en"), Path(root, "multi30k", "test_2016_flickr.de")
-        for path in (src, tgt):
-            if not path.is_file():
-                raise FileNotFoundError(f"Multi30K test file {path} is missing (expected multi30k/test_2016_flickr.en/.de)")
-        rows = _parse_parallel(src, _decode_lines(src, src.read_bytes()), tgt, _decode_lines(tgt, tgt.read_bytes()))
-    else:
-        import datasets
-
-        split = datasets.load_dataset("bentrevett/multi30k")["test"]
-        rows = [{"source": s, "target": t} for s, t in zip(split["en"], split["de"])]
-    prefix = task.source.get("source_prefix", "")  # set by with_source_prefix
-    rows = [{**r, "source": prefix + r["source"]} for r in _subsample(rows, max_rows, seed)]
-    return dataclasses.replace(task, dev=rows)
 
 
 # --------------------------------------------------------------------------- plots
@@ -708,7 +682,6 @@ def plot_time_to_quality(curves, metric: str, target: float | None = None, clock
 
 
 def _write_json(path: str | os.PathLike, data: Any) -> None:
-    from .records import write_json_atomic
 
     write_json_atomic(path, data)
 
@@ -741,9 +714,6 @@ def run_prune_step(args) -> Any:
     """
     import json
 
-    from . import prune as P
-    from .models import load_model
-    from .tasks import load_task
 
     step = args.step
     summary: dict[str, Any]
@@ -772,15 +742,15 @@ def run_prune_step(args) -> Any:
         scheme = _read_json(args.scheme)
         model, _ = load_model(args.model, task=args.task, seed=args.seed)
         variants = P.prune_variants(model, scheme)
-        P.save_variants(variants, out, model)
+        prune_io.save_variants(variants, out, model)
         summary = {"variants": P.scheme_size(scheme), "out": str(out)}
     elif step == "tune-modules":
         out = _check_out_file(args.out)
         task = task_for(args)
         model, tokenizer = load_model(args.model, task=task, seed=args.seed)
-        variants = P.load_variants(model, args.variants)
+        variants = prune_io.load_variants(model, args.variants)
         tuned, result = tune_modules(model, tokenizer, task, variants, train_config(args), patience=args.patience)
-        P.save_variants(tuned, out, model)
+        prune_io.save_variants(tuned, out, model)
         if args.stats:
             _write_json(args.stats, result.to_dict())
         summary = {"steps": result.steps, "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1),
@@ -791,12 +761,12 @@ def run_prune_step(args) -> Any:
         if not 0 <= args.index < len(configs):
             raise ValueError(f"--index {args.index} is out of range: {args.configs} holds {len(configs)} configurations (0-based)")
         model, tokenizer = load_model(args.model, task=args.task, seed=args.seed)
-        composed = P.compose(model, configs[args.index], P.load_variants(model, args.variants))
-        P.save_pruned(composed, args.out, base=args.model, task=args.task, tokenizer=tokenizer,
+        composed = P.compose(model, configs[args.index], prune_io.load_variants(model, args.variants))
+        prune_io.save_pruned(composed, args.out, base=args.model, task=args.task, tokenizer=tokenizer,
                       extra={"config_index": args.index, "configs": str(args.configs), "variants": str(args.variants)})
         summary = {"out": str(args.out), **count_parameters(composed)}
     elif step == "finetune":
-        model, tokenizer, meta = P.load_pruned(args.model)
+        model, tokenizer, meta = prune_io.load_pruned(args.model)
         if args.task != meta.get("task"):
             raise ValueError(f"--task {args.task!r} differs from the task {meta.get('task')!r} {args.model} was composed for")
         task = task_for(args)
@@ -804,14 +774,14 @@ def run_prune_step(args) -> Any:
         start = evaluate(model, tokenizer, task, max_length=config.max_length)
         result = train(model, tokenizer, task, config,
                        extra_eval=lambda m: {"dev_loss": dev_loss(m, tokenizer, task, config.eval_batch_size, config.max_length)})
-        P.save_pruned(model, args.out, base=meta["base"], task=meta["task"], tokenizer=tokenizer,
+        prune_io.save_pruned(model, args.out, base=meta["base"], task=meta["task"], tokenizer=tokenizer,
                       extra={k: v for k, v in meta.items() if k not in ("format", "base", "task", "pruned_heads", "masked_linears")})
         if args.stats:
             _write_json(args.stats, {"start_metrics": start, **result.to_dict()})
         summary = {"start_metrics": start, "best_metrics": result.best_metrics, "best_step": result.best_step,
                    "steps": result.steps, "train_seconds": round(result.train_seconds, 1), "out": str(args.out)}
     elif step == "evaluate":
-        model, tokenizer, meta = P.load_pruned(args.model)
+        model, tokenizer, meta = prune_io.load_pruned(args.model)
         task = task_for(args)
         split = task
         if args.test:

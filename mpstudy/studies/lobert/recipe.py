@@ -22,8 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .methods.lobert import DEFAULT_RATIO, LOBERT_MODES
-from .surgery import CompressionReport, compress, count_parameters
+from ...distill import DistillObjective
+from ...factorize.falcon import falcon_k_for_ratio, falcon_max_k, falcon_num_params
+from ...factorize.stacks import check_ranks, tucker_stack_num_params, tucker_stack_ranks
+from ...factorize.svd import rank_for_ratio
+from ...measure import compare_latency, dummy_batch
+from ...methods.lobert import DEFAULT_RATIO, LOBERT_MODES
+from ...surgery import CompressionReport, compress, count_parameters
 
 __all__ = ["LOBERT_MODES", "DEFAULT_RATIO", "LOBERT_KD", "mode_budget", "mode_plan", "lobert_compress", "copy_uncompressed",
            "lobert_objective", "beta_from_lobert", "student_cost"]
@@ -69,9 +74,6 @@ def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, ratio:
         factorized stack or matrix (``shape``, ``ranks`` / ``rank`` / ``k``, ``stored``). The same
         rules as ``compress``, so a test can hold both to the same numbers.
     """
-    from .factorize.falcon import falcon_k_for_ratio, falcon_max_k, falcon_num_params
-    from .factorize.stacks import check_ranks, tucker_stack_num_params, tucker_stack_ranks
-    from .factorize.svd import rank_for_ratio
 
     budget = mode_budget(mode, ratio=ratio, ranks=ranks, k=k)
     spec = LOBERT_MODES[mode]
@@ -176,7 +178,6 @@ def lobert_objective(teacher, alpha: float = 0.5, temperature: float = 20.0, bet
         layers: hidden-state indices matched by the patience loss (default: every layer but the last,
             LoBERT's ``fc_layer_idx``; the student has the teacher's depth, so indices coincide).
     """
-    from .distill import DistillObjective
 
     return DistillObjective(teacher, alpha=alpha, temperature=temperature, beta=beta, student_layers=layers,
                             teacher_layers=layers, normalize=normalize)
@@ -190,7 +191,6 @@ def student_cost(dense: nn.Module, student: nn.Module, tokenizer, batch_size: in
     ``latency_ratio`` (student / dense median forward time on a fixed batch, eval mode; factorized
     Tucker and FALCON layers decode their weight once and reuse it there) with the two medians.
     """
-    from .measure import compare_latency, dummy_batch
 
     device = next(dense.parameters()).device
     batch = dummy_batch(tokenizer, batch_size=batch_size, seq_len=seq_len, device=device)

@@ -12,10 +12,11 @@ from typing import Any
 
 from torch import nn
 
-from .layers.mpo import mpo_param_groups, set_lightweight
-from .surgery import CompressionReport, compress
+from ...layers.mpo import mpo_layers
+from ...surgery import CompressionReport, compress, count_parameters
+from ...train import default_param_groups
 
-__all__ = ["MPOP_ROLES", "mpop_compress", "mpop_variant"]
+__all__ = ["MPOP_ROLES", "mpop_compress", "mpop_variant", "set_lightweight", "mpo_param_groups"]
 
 #: role groups of MPOP's ``--mpo_layers`` and the cap each uses: (mpstudy targets, cap key)
 MPOP_ROLES: dict[str, tuple[str, str]] = {
@@ -58,3 +59,33 @@ def mpop_variant(model: nn.Module, variant: str, mpo_lr: float | None = None, we
         raise ValueError(f"variant must be 'full' or 'lightweight', got {variant!r}")
     set_lightweight(model, central_trainable=variant == "full")
     return mpo_param_groups(model, mpo_lr, weight_decay) if mpo_lr is not None else None
+
+
+def set_lightweight(model: nn.Module, central_trainable: bool = False) -> dict[str, int]:
+    """MPOP's lightweight fine-tuning: freeze every MPO layer's central tensor.
+
+    Everything outside the MPO layers (other embeddings, LayerNorms, biases, the classifier) and
+    the auxiliary tensors stay trainable, as in the original. ``central_trainable=True`` undoes it
+    (all tensors train: "MPOP_full"). Returns ``mpstudy.count_parameters(model)``.
+    """
+    layers = mpo_layers(model)
+    if not layers:
+        raise ValueError("the model has no MPO layers; compress it with method 'mpo' first")
+    for layer in layers.values():
+        layer.central_tensor().requires_grad_(central_trainable)
+    return count_parameters(model)
+
+
+def mpo_param_groups(model: nn.Module, mpo_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    """AdamW groups as in MPOP's trainer: the MPO cores at their own learning rate ``mpo_lr``.
+
+    The other trainable parameters keep the run's main learning rate (``TrainConfig.lr``), with
+    weight decay except on biases and norms. Only parameters with ``requires_grad`` are included,
+    so a frozen central tensor is never handed to the optimizer.
+    """
+    cores = [c for layer in mpo_layers(model).values() for c in layer.cores if c.requires_grad]
+    core_ids = {id(c) for c in cores}
+    groups = default_param_groups(model, weight_decay)
+    for group in groups:
+        group["params"] = [p for p in group["params"] if id(p) not in core_ids]
+    return [g for g in groups if g["params"]] + [{"params": cores, "lr": mpo_lr, "weight_decay": 0.0}]

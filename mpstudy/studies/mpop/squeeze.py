@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .layers.mpo import mpo_layers
-from .surgery import count_parameters
-from .train import TrainConfig, evaluate, train
+from ...layers.mpo import mpo_layers
+from ...surgery import count_parameters, set_submodule
+from ...train import TrainConfig, evaluate, train
 
 __all__ = ["BondCut", "cheapest_cut", "dimension_squeeze"]
 
@@ -144,7 +144,6 @@ def model_bond_caps(model: nn.Module, cut: BondCut) -> list[int]:
 @torch.no_grad()
 def _restore(model: nn.Module, saved: nn.Module) -> None:
     """Put ``saved``'s MPO layers (shapes included) and weights back into ``model``."""
-    from .surgery import set_submodule
 
     for name, layer in mpo_layers(saved).items():
         set_submodule(model, name, layer)

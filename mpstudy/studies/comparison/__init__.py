@@ -1,0 +1,7 @@
+"""The comparison: every method at the same budgets, tasks, seeds and accounting.
+
+The notebook of this study calls only what this package exports."""
+from .recipe import *  # noqa: F401,F403
+from .recipe import __all__ as _recipe_all
+
+__all__ = list(_recipe_all)

@@ -1,0 +1,7 @@
+"""LoBERT: SVD, Tucker and FALCON students of Q/K/V and the FFN, trained with patient KD.
+
+The notebook of this study calls only what this package exports."""
+from .recipe import *  # noqa: F401,F403
+from .recipe import __all__ as _recipe_all
+
+__all__ = list(_recipe_all)
