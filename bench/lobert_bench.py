@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import torch
 
@@ -35,7 +33,8 @@ from mpstudy.factorize.falcon import falcon_fit, falcon_sgd_fit, falcon_to_stack
 from mpstudy.factorize.stacks import tucker_stack, tucker_stack_ranks, tucker_to_tensor
 from mpstudy.factorize.tucker import hosvd
 from mpstudy.layers.stacked import set_decode_cache
-from mpstudy.studies.lobert import DEFAULT_RATIO, LOBERT_MODES, lobert_compress
+from mpstudy.measure import dummy_batch, time_interleaved
+from mpstudy.studies.lobert import DEFAULT_KEEP, LOBERT_MODES, lobert_compress
 from mpstudy.records import provenance, write_json_atomic
 
 
@@ -63,32 +62,30 @@ def decomposition(model, sgd_steps: int) -> list[dict]:
     qkv = torch.stack([torch.stack([getattr(l.attention.self, r).weight.detach() for l in layers])
                        for r in ("query", "key", "value")]).double()  # (3, L, d, d)
     ffn_in = torch.stack([l.intermediate.dense.weight.detach() for l in layers]).double()
-    stacks = {"layer (Q;K;V of layer 0)": (qkv[:, 0], 1, DEFAULT_RATIO["self_tuckerlayer"]),
-              "vertical (queries)": (qkv[0], 1, DEFAULT_RATIO["self_tuckervertical"]),
-              "4d (all Q/K/V)": (qkv, 2, DEFAULT_RATIO["self_tucker_4d"]),
-              "vertical (FFN in)": (ffn_in, 1, DEFAULT_RATIO["ffn_tuckervertical"])}
+    stacks = {"layer (Q;K;V of layer 0)": (qkv[:, 0], 1, DEFAULT_KEEP["self_tuckerlayer"]),
+              "vertical (queries)": (qkv[0], 1, DEFAULT_KEEP["self_tuckervertical"]),
+              "4d (all Q/K/V)": (qkv, 2, DEFAULT_KEEP["self_tucker_4d"]),
+              "vertical (FFN in)": (ffn_in, 1, DEFAULT_KEEP["ffn_tuckervertical"])}
     rows = []
     for name, (X, n_stack, ratio) in stacks.items():
         ranks = tucker_stack_ranks(tuple(X.shape), ratio, n_stack)
-        t0 = time.perf_counter()
-        core, factors = hosvd(X, ranks)
-        t_hosvd = time.perf_counter() - t0
-        err_hosvd = _rel(X, tucker_to_tensor(core, factors))
-        t0 = time.perf_counter()
-        core, factors = tucker_stack(X, ranks, n_iter=100, tol=1e-4)  # tensorly.decomposition.tucker (HOOI)
-        t_hooi = time.perf_counter() - t0
+        timing = time_interleaved({"hosvd": lambda: hosvd(X, ranks),
+                                   # tensorly.decomposition.tucker (HOOI)
+                                   "hooi": lambda: tucker_stack(X, ranks, n_iter=100, tol=1e-4)},
+                                  repeats=1, warmup=0, keep_outputs=True)
+        t_hosvd, t_hooi = timing.median("hosvd"), timing.median("hooi")
+        err_hosvd = _rel(X, tucker_to_tensor(*timing.outputs["hosvd"]))
         rows.append({"stack": name, "shape": list(X.shape), "ranks": ranks, "hosvd_s": t_hosvd, "tensorly_hooi_s": t_hooi,
                      "hooi_over_hosvd": t_hooi / t_hosvd, "hosvd_rel_error": err_hosvd,
-                     "hooi_rel_error": _rel(X, tucker_to_tensor(core, factors))})
+                     "hooi_rel_error": _rel(X, tucker_to_tensor(*timing.outputs["hooi"])), "threads": timing.threads})
         print(f"tucker {name:>26} {str(list(X.shape)):>20} ranks {str(ranks):>18}: HOSVD {t_hosvd:7.2f} s "
               f"(err {err_hosvd:.4f}), TensorLy HOOI {t_hooi:7.2f} s (err {rows[-1]['hooi_rel_error']:.4f})", flush=True)
     X = qkv[:, 0].float()  # one layer's Q;K;V, self_falconlayer
-    t0 = time.perf_counter()
-    scale, basis = falcon_fit(X, 1, "rows")
-    t_closed = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    s_sgd, b_sgd, _ = falcon_sgd_fit(X, 1, "rows", steps=sgd_steps, log_every=max(1, sgd_steps))
-    t_step = (time.perf_counter() - t0) / max(1, sgd_steps)
+    timing = time_interleaved({"closed": lambda: falcon_fit(X, 1, "rows"),
+                               "sgd": lambda: falcon_sgd_fit(X, 1, "rows", steps=sgd_steps, log_every=max(1, sgd_steps))},
+                              repeats=1, warmup=0, keep_outputs=True)
+    (scale, basis), (s_sgd, b_sgd, _) = timing.outputs["closed"], timing.outputs["sgd"]
+    t_closed, t_step = timing.median("closed"), timing.median("sgd") / max(1, sgd_steps)
     rows.append({"stack": "falcon layer (Q;K;V of layer 0)", "shape": list(X.shape), "closed_form_s": t_closed,
                  "sgd_step_s": t_step, "sgd_10000_steps_s": 10_000 * t_step,
                  "sgd_over_closed_form": 10_000 * t_step / t_closed,
@@ -101,20 +98,12 @@ def decomposition(model, sgd_steps: int) -> list[dict]:
 
 
 def _interleaved(fa, fb, repeats: int) -> tuple[float, float]:
-    for f in (fa, fb, fa, fb):  # warm up both
-        f()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for f, out in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            f()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+    """Median seconds of ``fa`` and ``fb``, alternated after two warm-up rounds."""
+    timing = time_interleaved({"a": fa, "b": fb}, repeats=repeats, warmup=2)
+    return timing.median("a"), timing.median("b")
 
 
 def latency(model, tokenizer, batch_size: int, seq_len: int, repeats: int, n_iter: int) -> list[dict]:
-    from mpstudy.measure import dummy_batch
-
     batch = dummy_batch(tokenizer, batch_size=batch_size, seq_len=seq_len)
     labels = torch.zeros(batch_size, dtype=torch.long)
     dense = model.eval()
@@ -144,6 +133,7 @@ def latency(model, tokenizer, batch_size: int, seq_len: int, repeats: int, n_ite
         d, s = _interleaved(step(dense), step(student), max(3, repeats // 2))
         dense.eval()
         row.update({"train_step_ratio": s / d, "dense_step_ms": d * 1e3})
+        row["threads"] = torch.get_num_threads()
         rows.append(row)
         print(f"{mode:>20}: forward cached {row['cached_ratio']:.3f}, rebuilt {row['rebuilt_ratio']:.3f}, "
               f"train step {row['train_step_ratio']:.3f}  (dense forward {row['dense_ms']:.1f} ms)", flush=True)

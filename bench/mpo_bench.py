@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import tensorly as tl
 import torch
@@ -27,15 +25,9 @@ from tensorly.decomposition import tensor_train_matrix
 from mpstudy import compress
 from mpstudy.factorize import mpo_decompose
 from mpstudy.layers.mpo import mpo_shapes
-from mpstudy.measure import compare_latency
+from mpstudy.measure import compare_latency, time_interleaved
 from mpstudy.records import provenance, write_json_atomic
 from mpstudy.targets import resolve_targets
-
-
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def decomposition_times(model: torch.nn.Module, repeats: int) -> list[dict]:
@@ -46,13 +38,13 @@ def decomposition_times(model: torch.nn.Module, repeats: int) -> list[dict]:
         ours = mpo_decompose(W, row_dims, col_dims)
         ranks = ours.bond_dims
         tensor = W.reshape(*row_dims, *col_dims)
-        with tl.backend_context("pytorch"):
-            ts_ours, ts_tl = [], []
-            for _ in range(repeats):  # alternate, so machine load hits both alike
-                ts_ours.append(_time(lambda: mpo_decompose(W, row_dims, col_dims)))
-                ts_tl.append(_time(lambda: tensor_train_matrix(tensor, rank=ranks)))
+        with tl.backend_context("pytorch"):  # alternated, so machine load hits both alike
+            timing = time_interleaved({"mpstudy": lambda: mpo_decompose(W, row_dims, col_dims),
+                                       "tensorly": lambda: tensor_train_matrix(tensor, rank=ranks)},
+                                      repeats=repeats, warmup=0)
         rows.append({"name": t.name, "shape": list(W.shape), "bonds": ranks,
-                     "mpstudy_s": statistics.median(ts_ours), "tensorly_s": statistics.median(ts_tl)})
+                     "mpstudy_s": timing.median("mpstudy"), "tensorly_s": timing.median("tensorly"),
+                     "threads": timing.threads})
         print(f"{t.name:55s} {str(tuple(W.shape)):>12} mpstudy {rows[-1]['mpstudy_s']:.3f} s  tensorly {rows[-1]['tensorly_s']:.3f} s")
     return rows
 

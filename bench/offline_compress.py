@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import time
 
 import torch
@@ -34,34 +33,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from mpstudy import compress, load_model  # noqa: E402
 from mpstudy.layers import RowBasisLowRank  # noqa: E402
 from mpstudy.layers.decoded import GroupMemberLayer  # noqa: E402
-from mpstudy.measure import dummy_batch  # noqa: E402
+from mpstudy.measure import compare_latency, dummy_batch, time_interleaved  # noqa: E402
 from mpstudy.methods.offline import OFFLINE_METHODS  # noqa: E402
 from mpstudy.studies.offline import compression_info, method_budget  # noqa: E402
 from mpstudy.profiles import get_profile  # noqa: E402
 from mpstudy.records import provenance, write_json_atomic  # noqa: E402
 
 
-def _time(model, batch, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(**batch)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-@torch.inference_mode()
 def latency_ratio(dense, student, batch, repeats: int) -> tuple[float, float, float]:
-    """Median forward time of dense and student (interleaved) and their ratio."""
-    dense.eval(), student.eval()
-    for m in (dense, student):
-        _time(m, batch, 2)
-    d, s = [], []
-    for _ in range(repeats):
-        d += _time(dense, batch, 1)
-        s += _time(student, batch, 1)
-    dm, sm = statistics.median(d), statistics.median(s)
-    return dm * 1e3, sm * 1e3, sm / dm
+    """Median forward time of dense and student (interleaved, ``mpstudy.measure.compare_latency``) and their ratio."""
+    timing = compare_latency(dense, student, batch, repeats=repeats, warmup=2)
+    return timing["baseline_ms"], timing["candidate_ms"], timing["candidate_ms"] / timing["baseline_ms"]
 
 
 @torch.no_grad()
@@ -73,19 +55,19 @@ def decode_ms(student, repeats: int = 3) -> float:
     layers = [m for m in student.modules() if isinstance(m, GroupMemberLayer) and not isinstance(m, RowBasisLowRank)]
     if not layers:
         return 0.0
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def decode_all() -> None:
         for layer in layers:
             layer.decode()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
+
+    timing = time_interleaved({"decode": decode_all}, repeats=repeats, warmup=0)
+    return min(timing.seconds["decode"]) * 1e3
 
 
 def main() -> None:
     cpu = get_profile("cpu", "04_offline")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cr", type=float, default=10)
+    parser.add_argument("--cr", type=float, default=10, help="the paper's compression ratio (keep = 1 / cr)")
     parser.add_argument("--modules", nargs="+", default=["word_embeddings", "key", "ffn_out"])
     parser.add_argument("--methods", nargs="+", default=list(OFFLINE_METHODS), choices=list(OFFLINE_METHODS))
     parser.add_argument("--modes", nargs="+", default=["separated", "concatenated"])
@@ -112,7 +94,7 @@ def main() -> None:
                 budget = method_budget(method, module, dense, ae if method == "offline-ae" else None)
                 student = copy.deepcopy(dense)
                 t0 = time.perf_counter()
-                compress(student, method, targets=module, cr=args.cr, mode=mode, **budget)
+                compress(student, method, targets=module, keep=1 / args.cr, mode=mode, **budget)
                 seconds = time.perf_counter() - t0
                 info = compression_info(student)
                 ae_s = sum(i.get("seconds", 0) for i in info) if method == "offline-ae" else None

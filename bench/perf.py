@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from mpstudy.measure import time_interleaved
 
 __all__ = [
     "resolve_device",
@@ -67,16 +68,16 @@ DECOMPOSITION_METHODS = ("svd", "mpo", "tucker", "kronecker")
 #: an entry is a dict, or a function ``(model, targets) -> dict`` for budgets that depend on the model.
 #: Methods missing here get a guessed budget (:func:`guess_budget`), so new methods join.
 INFERENCE_BUDGETS: dict[str, list[dict[str, Any] | Callable[[nn.Module, str], dict[str, Any]]]] = {
-    "svd": [{"ratio": 0.5}, {"ratio": 0.25}],
+    "svd": [{"keep": 0.5}, {"keep": 0.25}],
     "mpo": [{"max_bond": 64}],
     # uniform row importances: the layer (LowRankLinear) and its cost are those of plain SVD
-    "fwsvd": [lambda model, targets: {"ratio": 0.5, "fisher": uniform_fisher(model, targets)}],
-    "offline-svd": [{"cr": 2}],
-    "offline-kronecker": [{"cr": 2}],
-    "offline-tucker": [{"cr": 2}],
-    "offline-prune": [{"cr": 2}],
+    "fwsvd": [lambda model, targets: {"keep": 0.5, "fisher": uniform_fisher(model, targets)}],
+    "offline-svd": [{"keep": 0.5}],
+    "offline-kronecker": [{"keep": 0.5}],
+    "offline-tucker": [{"keep": 0.5}],
+    "offline-prune": [{"keep": 0.5}],
     # one epoch: the weights' values do not change the forward's cost, only the training time
-    "offline-ae": [{"cr": 2, "epochs": 1}],
+    "offline-ae": [{"keep": 0.5, "epochs": 1}],
 }
 #: targets tried in turn: every method takes the first its registration accepts (LoBERT's modes
 #: replace only Q/K/V or only the FFN)
@@ -115,35 +116,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, out
-
-
-def round_robin(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds of each callable over ``repeats`` rounds; every round runs every callable once, in order.
-
-    Interleaving makes ratios robust to whatever else the machine is doing: a slow stretch
-    slows the neighbours too.
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            _timed(fn, device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_timed(fn, device)[0])
-    return times
 
 
 def _load_average() -> list[float] | None:
@@ -229,17 +201,17 @@ def decomposition_cases(W: torch.Tensor, role: str, methods: tuple[str, ...], bl
     from tensorly.tenalg import svd_interface
 
     from mpstudy.factorize import mpo_decompose, nearest_kronecker_sum, truncated_svd
-    from mpstudy.factorize.kronecker import kronecker_plan_for_cr, kronecker_sum_to_dense
+    from mpstudy.factorize.kronecker import kronecker_plan_for_keep, kronecker_sum_to_dense
     from mpstudy.factorize.shapes import pad_to
-    from mpstudy.factorize.svd import rank_for_ratio, svd_num_params
-    from mpstudy.factorize.tucker import hosvd, mode_eigh, tucker_plan_for_cr, tucker_to_tensor
+    from mpstudy.factorize.svd import rank_for_keep, svd_num_params
+    from mpstudy.factorize.tucker import hosvd, mode_eigh, tucker_plan_for_keep, tucker_to_tensor
     from mpstudy.layers.mpo import mpo_shapes
     from mpstudy.layers.tucker_rows import rows_to_blocks
 
     m, n = W.shape
     cases = []
     if "svd" in methods:
-        r = rank_for_ratio(m, n, KEEP)
+        r = rank_for_keep(m, n, KEEP)
         case = _Case("svd", {"rank": r}, svd_num_params(m, n, r))
         case.impls["mpstudy"] = _Impl(lambda: truncated_svd(W, r), lambda out: out[0] @ out[1])
         case.impls["tensorly"] = _Impl(lambda: svd_interface(W, n_eigenvecs=r), lambda out: (out[0] * out[1]) @ out[2])
@@ -270,7 +242,7 @@ def decomposition_cases(W: torch.Tensor, role: str, methods: tuple[str, ...], bl
         blk = block if role != "word_embeddings" else n  # as offline-tucker: heads, or the embedding's width
         X = rows_to_blocks(W, blk)
         eig = mode_eigh(X)
-        plan = tucker_plan_for_cr(m, n, 1 / KEEP, block=blk, spectra=[v for v, _ in eig])
+        plan = tucker_plan_for_keep(m, n, KEEP, block=blk, spectra=[v for v, _ in eig])
         ranks = list(plan.ranks)
         case = _Case("tucker", {"block": blk, "tensor_shape": list(X.shape), "ranks": ranks}, plan.stored)
         case.impls["mpstudy"] = _Impl(lambda: hosvd(X, ranks, eig=mode_eigh(X)),
@@ -279,7 +251,7 @@ def decomposition_cases(W: torch.Tensor, role: str, methods: tuple[str, ...], bl
                                        lambda out: tl.tucker_to_tensor(out).reshape(-1, n)[:m])
         cases.append(case)
     if "kronecker" in methods:
-        plan = kronecker_plan_for_cr(m, n, 1 / KEEP)
+        plan = kronecker_plan_for_keep(m, n, KEEP)
         case = _Case("kronecker", {"p": plan.p, "q": plan.q, "s": plan.s, "t": plan.t, "terms": plan.rank}, plan.stored)
         case.impls["mpstudy"] = _Impl(lambda: nearest_kronecker_sum(W, plan.rank, plan.p, plan.q, plan.s, plan.t),
                                       lambda out: kronecker_sum_to_dense(out[0], out[1], m, n))
@@ -314,11 +286,12 @@ def run_decomposition(layers: int = 12, methods: tuple[str, ...] = DECOMPOSITION
     with torch.no_grad():
         for name, role, W in matrices:
             for case in decomposition_cases(W, role, tuple(methods), block):
-                times = round_robin({k: impl.run for k, impl in case.impls.items()}, dev, repeats, warmup=0)
+                timing = time_interleaved({k: impl.run for k, impl in case.impls.items()}, repeats=repeats, warmup=0,
+                                          device=dev, keep_outputs=True)
                 line = []
                 for impl_name, impl in case.impls.items():
-                    out = impl.run()  # once more, untimed, for the error of what was timed
-                    seconds = statistics.median(times[impl_name])
+                    out = timing.outputs[impl_name]  # the last timed run's result, for the error of what was timed
+                    seconds = timing.median(impl_name)
                     rows.append({"matrix": name, "role": role, "shape": list(W.shape), "method": case.method,
                                  "impl": impl_name, "structure": case.structure, "params": case.params,
                                  "seconds": seconds, "rel_error": _rel_error(W, impl.dense(out))})
@@ -359,7 +332,7 @@ def decomposition_totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def guess_budget(budget_keys: tuple[str, ...]) -> dict[str, Any] | None:
     """A budget keeping about half the weights, for a method with no entry in :data:`INFERENCE_BUDGETS`."""
-    for key, value in (("cr", 2), ("ratio", 0.5), ("keep", 0.5), ("max_bond", 64), ("rank", 64)):
+    for key, value in (("keep", 0.5), ("max_bond", 64), ("rank", 64)):
         if key in budget_keys:
             return {key: value}
     return None
@@ -449,11 +422,6 @@ def compressed_models(dense: nn.Module, methods: list[str] | None = None,
     return out
 
 
-def _tensor_bytes(model: nn.Module) -> int:
-    tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
 @torch.inference_mode()
 def peak_memory(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
     """Bytes a forward needs: the model's parameters and buffers plus the forward's transient peak.
@@ -466,21 +434,22 @@ def peak_memory(model: nn.Module, batch: dict[str, torch.Tensor], device: torch.
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from mpstudy.measure import _forward
+    from mpstudy.accounting import count_bytes
+    from mpstudy.measure import forward
 
     model.train()
     model.eval()
-    weights = _tensor_bytes(model)
+    weights = count_bytes(model, buffers=True)["total"]
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        _forward(model, batch)
+        forward(model, batch)
         torch.cuda.synchronize(device)
         transient = torch.cuda.max_memory_allocated(device) - before
     else:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            _forward(model, batch)
+            forward(model, batch)
         current = transient = 0
         for event in sorted(prof.events(), key=lambda e: e.time_range.start):
             current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
@@ -500,7 +469,8 @@ def svd_layer_rows(model: nn.Module, ratios: list[float], tokens: int, device: t
     """``LowRankLinear`` against ``nn.Linear`` on each distinct Linear shape of ``model``'s encoder.
 
     The dense layer and one factorized layer per ratio run round-robin on the same input, so every
-    ratio is measured against the same dense timings. ``ideal`` is the FLOP ratio ``mn / r(m + n)``;
+    ratio is measured against the same dense timings (``mpstudy.measure.time_interleaved``, one warm-up
+    round). ``ideal`` is the FLOP ratio ``mn / r(m + n)``;
     ``efficiency`` = measured speed-up / ideal. ``count`` is how many matrices of that shape the
     encoder has, so a weighted sum gives the encoder's linear layers as a whole.
     """
@@ -514,13 +484,13 @@ def svd_layer_rows(model: nn.Module, ratios: list[float], tokens: int, device: t
     for (m, n), modules in shapes.items():
         dense = copy.deepcopy(modules[0]).to(device, dtype)
         x = torch.randn(tokens, n, generator=torch.Generator().manual_seed(0)).to(device, dtype)
-        lows = {ratio: LowRankLinear.from_dense(copy.deepcopy(modules[0]).float(), ratio=ratio).to(device, dtype)
+        lows = {ratio: LowRankLinear.from_dense(copy.deepcopy(modules[0]).float(), keep=ratio).to(device, dtype)
                 for ratio in ratios}
         fns = {"dense": lambda: dense(x), **{ratio: (lambda low=low: low(x)) for ratio, low in lows.items()}}
-        times = round_robin(fns, device, repeats)
-        d = statistics.median(times["dense"])
+        timing = time_interleaved(fns, repeats=repeats, warmup=1, device=device)
+        d = timing.median("dense")
         for ratio, low in lows.items():
-            s = statistics.median(times[ratio])
+            s = timing.median(ratio)
             ideal = m * n / (low.rank * (m + n))
             rows.append({"shape": [m, n], "count": len(modules), "ratio": ratio, "rank": low.rank, "tokens": tokens,
                          "rounds": repeats, "dense_ms": d * 1e3, "svd_ms": s * 1e3, "speedup": d / s, "ideal": ideal,
@@ -539,7 +509,7 @@ def run_inference(model_spec: str = "minilm", batch_sizes: tuple[int, ...] = (1,
     ``speedup`` = dense / model time, ``time_ratio`` = its inverse) and ``svd_layers``.
     """
     from mpstudy import count_parameters, load_model
-    from mpstudy.measure import _forward, count_flops
+    from mpstudy.measure import count_flops, forward_latency
 
     for name, values in (("batch_sizes", batch_sizes), ("seq_lens", seq_lens)):
         if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
@@ -568,23 +538,21 @@ def run_inference(model_spec: str = "minilm", batch_sizes: tuple[int, ...] = (1,
         for bs in batch_sizes:
             for sl in seq_lens:
                 batch = _batch(tokenizer, bs, sl, dev)
-                times = round_robin({label: (lambda m=m: _forward(m, batch)) for label, m in models.items()}, dev, repeats)
+                timing = forward_latency(models, batch, repeats=repeats, warmup=1)
                 # after the warm-up forwards: a cold forward would count building the eval caches
                 flops = {label: count_flops(m, batch) for label, m in models.items()}
-                base = statistics.median(times["dense"])
+                base = timing.median("dense")
                 for label, m in models.items():
-                    ts = times[label]
-                    med = statistics.median(ts)
-                    q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+                    med = timing.median(label)
                     mem = peak_memory(m, batch, dev)
                     rows.append({"model": label, "batch_size": bs, "seq_len": sl, "median_ms": med * 1e3,
-                                 "iqr_ms": (q[2] - q[0]) * 1e3, "tokens_per_s": bs * sl / med, "sequences_per_s": bs / med,
+                                 "iqr_ms": timing.iqr(label) * 1e3, "tokens_per_s": bs * sl / med, "sequences_per_s": bs / med,
                                  **mem, "flops": flops[label], "flop_ratio": flops["dense"] / flops[label],
                                  "speedup": base / med, "time_ratio": med / base})
                 log(f"  batch {bs:>3} x {sl:>4}: dense {base * 1e3:.1f} ms; " + ", ".join(
                     f"{r['model']} x{r['time_ratio']:.2f}" for r in rows[-len(models):] if r["model"] != "dense"))
     goal_bs, goal_sl = max(batch_sizes), max(seq_lens)
-    svd_ratios = [b["ratio"] for b in INFERENCE_BUDGETS["svd"]] if methods is None or "svd" in methods else []
+    svd_ratios = [b["keep"] for b in INFERENCE_BUDGETS["svd"]] if methods is None or "svd" in methods else []
     svd_layers = svd_layer_rows(dense, svd_ratios, goal_bs * goal_sl, dev, dt, max(3 * repeats, 15)) if svd_ratios else []
     return {
         "bench": "inference", "device": str(dev), "device_name": device_name(dev), "dtype": str(dt).removeprefix("torch."),
@@ -620,14 +588,14 @@ def evaluate_goals(decomposition: dict[str, Any] | None, inference: dict[str, An
             dense_fl = sum(r["shape"][0] * r["shape"][1] * r["count"] for r in layer)
             svd_fl = sum(r["rank"] * (r["shape"][0] + r["shape"][1]) * r["count"] for r in layer)
             eff = (dense_ms / svd_ms) / (dense_fl / svd_fl)
-            rows.append({"goal": "svd_efficiency", "subject": f"svd ratio={ratio}: encoder linear layers ({where})",
+            rows.append({"goal": "svd_efficiency", "subject": f"svd keep={ratio}: encoder linear layers ({where})",
                          "measured": eff, "threshold": GOALS["svd_efficiency"][1], "met": eff >= GOALS["svd_efficiency"][1],
                          "detail": f"speed-up {dense_ms / svd_ms:.2f} of ideal {dense_fl / svd_fl:.2f}"})
-            model_row = next((r for r in inference["rows"] if r["model"] == f"svd ratio={ratio}"
+            model_row = next((r for r in inference["rows"] if r["model"] == f"svd keep={ratio}"
                               and r["batch_size"] == bs and r["seq_len"] == sl), None)
             if model_row is not None:
                 eff = model_row["speedup"] / model_row["flop_ratio"]
-                rows.append({"goal": "svd_efficiency", "subject": f"svd ratio={ratio}: whole model ({where})",
+                rows.append({"goal": "svd_efficiency", "subject": f"svd keep={ratio}: whole model ({where})",
                              "measured": eff, "threshold": GOALS["svd_efficiency"][1], "met": eff >= GOALS["svd_efficiency"][1],
                              "detail": f"speed-up {model_row['speedup']:.2f} of ideal {model_row['flop_ratio']:.2f}"})
         for label in dict.fromkeys(r["model"] for r in inference["rows"] if r["model"].startswith("mpo")):

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from mpstudy import load_model
 from mpstudy.studies.composability import sparsity_latency
 from mpstudy.measure import dummy_batch
@@ -34,19 +32,17 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's choice)")
     parser.add_argument("--out", default=None, help="also write the rows and provenance as JSON here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, task=args.task)
     configs = generate_configs(model, args.attention_keep, args.linear_keep)
     variants = prune_variants(model, pruning_scheme(configs))
     batch = dummy_batch(tokenizer, batch_size=args.batch, seq_len=args.seq)
-    table = sparsity_latency(model, configs, variants, batch, repeats=args.repeats, warmup=3)
+    table = sparsity_latency(model, configs, variants, batch, repeats=args.repeats, warmup=3, threads=args.threads)
     table["time_ratio"] = 1 / table["speedup"]
-    print(f"{args.model}, batch {args.batch} x {args.seq} tokens, {args.repeats} rounds, {torch.get_num_threads()} threads")
-    print(table.drop(columns=["speedup"]).round(4).to_string(index=False))
+    print(f"{args.model}, batch {args.batch} x {args.seq} tokens, {args.repeats} rounds, {table.threads.iloc[0]} threads")
+    print(table.drop(columns=["speedup", "threads"]).round(4).to_string(index=False))
     rows = table.to_dict(orient="records")
     if args.out:
         write_json_atomic(args.out, {"args": vars(args), "provenance": provenance(), "rows": rows})

@@ -12,7 +12,8 @@ this machine's answer for the given model. Usage:
     python bench/svd_rank_curve.py --model tiny-bert --ranks 4 8 16 --repeats 5
     python bench/svd_rank_curve.py --batch-size 1 --seq-len 128 --out results/bench/svd_rank_curve_b1.json
 
-Run it with ``OMP_NUM_THREADS`` set to the number of threads you mean to measure.
+``--threads`` fixes torch's thread count while timing (it is recorded in each row); without it,
+torch's own choice (``OMP_NUM_THREADS``) is used.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads while timing (default: torch's choice)")
     parser.add_argument("--out", default=None, help="write the rows and provenance as JSON here")
     args = parser.parse_args()
     if args.batch_size < 1 or args.seq_len < 2 or args.repeats < 1:
@@ -45,8 +47,8 @@ def main() -> None:
     model, tokenizer = load_model(args.model, device=args.device)
     ranks = args.ranks or [rank_for_budget(model, args.targets, b) for b in (0.2, 0.4, 0.6, 0.7)]
     batch = dummy_batch(tokenizer, batch_size=args.batch_size, seq_len=args.seq_len, device=args.device)
-    rows = rank_latency_curve(model, batch, ranks, targets=args.targets, repeats=args.repeats)
-    print(f"{args.model}, batch {args.batch_size} x {args.seq_len}, {torch.get_num_threads()} thread(s), {args.device}")
+    rows = rank_latency_curve(model, batch, ranks, targets=args.targets, repeats=args.repeats, threads=args.threads)
+    print(f"{args.model}, batch {args.batch_size} x {args.seq_len}, {rows[0]['threads']} thread(s), {args.device}")
     print(f"{'rank':>5} {'kept':>6} {'FLOPs':>6} {'time':>6} {'speed-up':>8}   dense ms  low-rank ms")
     for r in rows:
         print(f"{r['rank']:>5} {r['kept_fraction']:>6.3f} {r['flop_ratio']:>6.3f} {1 / r['speedup']:>6.3f} {r['speedup']:>8.2f}"

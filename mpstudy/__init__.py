@@ -3,11 +3,12 @@
 The public entry points (see DESIGN "Contract"):
 
 >>> model, tokenizer = load_model("tiny-bert", task="sst2")          # doctest: +SKIP
->>> report = compress(model, "svd", targets="all-linear", ratio=0.5)  # doctest: +SKIP
+>>> report = compress(model, "svd", targets="all-linear", keep=0.5)   # doctest: +SKIP
 >>> save_compressed(model, "out/")                                   # doctest: +SKIP
 """
 from .models import load_model
-from .surgery import compress, count_parameters, load_compressed, save_compressed
+from .accounting import count_parameters
+from .surgery import compress, load_compressed, save_compressed
 from .tasks import load_task
 from .train import TrainConfig, evaluate, train
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .cache import default_cache_dir
 from .models import load_model
+from .records import atomic_directory
 from .tasks import task_fingerprint
 from .train import TrainConfig, train
 
@@ -24,8 +23,7 @@ __all__ = ["finetuned_baseline"]
 
 
 def _cache_key(model_spec: str, task, config: TrainConfig) -> str:
-    # progress/device do not change the trained weights' meaning; everything else does.
-    relevant = {k: v for k, v in asdict(config).items() if k not in ("progress", "device")}
+    relevant = config.key_fields()  # progress/device do not change the trained weights' meaning
     blob = json.dumps({"model": str(model_spec), "task": task_fingerprint(task), "train": relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -56,15 +54,10 @@ def finetuned_baseline(model_spec: str, task, config: TrainConfig, cache_dir: st
     result = train(model, tokenizer, task, config)
     meta: dict[str, Any] = {"cache_key": key, "model": str(model_spec), "task": task.name,
                             "dev_metrics": result.best_metrics, "result": result.to_dict(), "train_config": asdict(config)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:  # write aside, then rename: an interrupted run never leaves a half-saved baseline
+    text = json.dumps(meta, indent=2)
+    # an interrupted run never leaves a half-saved baseline (baseline.json marks a complete one)
+    with atomic_directory(path, marker="baseline.json", kind="a cached fine-tuned baseline") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "baseline.json").write_text(json.dumps(meta, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "baseline.json").write_text(text)
     return model.cpu().eval(), tokenizer, {**meta, "path": str(path), "cached": False}

@@ -31,8 +31,9 @@ def _cmd_compress(args: argparse.Namespace) -> None:
     # Refuse a bad destination before loading anything.
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise FileExistsError(f"--out {out} exists and is not a saved mpstudy model; choose another directory")
-    budget = {k: v for k, v in {"ratio": args.ratio, "rank": args.rank, "max_bond": args.max_bond, "cr": args.cr}.items()
-              if v is not None}
+    # --ratio: the Contract's old name of --keep, kept working (deprecated in --help; stderr stays one line on errors)
+    keep = args.keep if args.keep is not None else args.ratio
+    budget = {k: v for k, v in {"keep": keep, "rank": args.rank, "max_bond": args.max_bond}.items() if v is not None}
     model, tokenizer = load_model(args.model, task=args.task)
     report = compress(model, args.method, targets=args.targets, **budget)
     save_compressed(model, out, tokenizer=tokenizer)
@@ -101,7 +102,7 @@ def _cmd_prune(args: argparse.Namespace) -> None:
 def _add_prune_parser(sub) -> None:
     """``mpstudy prune STEP``: the composable-pruning workflow, one step per script of the original."""
     p = sub.add_parser("prune", help="composable pruning: configs, scheme, prune, tune-modules, compose, finetune, evaluate, plot",
-                       description="Composable pruning, step by step (keep ratios are the fraction KEPT, in (0, 1]).")
+                       description="Composable pruning, step by step (every keep is the fraction KEPT, in (0, 1]).")
     steps = p.add_subparsers(dest="step", required=True, metavar="STEP")
 
     def step(name: str, helptext: str, model: bool = True, task: bool = True, data: bool = False, training: bool = False):
@@ -127,12 +128,12 @@ def _add_prune_parser(sub) -> None:
         s.add_argument("--max-length", type=int, default=128, help="tokenizer truncation length")
         return s
 
-    s = step("configs", "write N pruning configurations (JSON list of {module: keep ratio})")
+    s = step("configs", "write N pruning configurations (JSON list of {module: keep})")
     s.add_argument("--attention-keep", type=float, nargs="+", default=[0.25, 0.5, 0.25], help="kept fraction of heads, one per configuration")
     s.add_argument("--linear-keep", type=float, nargs="+", default=[0.3, 0.3, 0.5], help="kept fraction of FFN weights, one per configuration")
     s.add_argument("-n", "--num-configs", type=int, default=None)
     s.add_argument("--out", default="conf.json")
-    s = step("scheme", "list each distinct (module, keep ratio) variant once", model=False, task=False)
+    s = step("scheme", "list each distinct (module, keep) variant once", model=False, task=False)
     s.add_argument("configs", metavar="CONFIGS", help="the JSON written by 'prune configs'")
     s.add_argument("--out", default="conf_prune.json")
     s = step("prune", "prune every variant of a scheme once")
@@ -186,10 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="compression method")
     p.add_argument("--targets", default="all-linear", help="roles (query,key,...), a group (all-linear, attention, ffn) or re:<regex>")
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--ratio", type=float, help="kept fraction of each targeted matrix's parameters, in (0, 1]")
+    budget.add_argument("--keep", type=float, help="kept fraction of the targeted weights, in (0, 1] (every method; "
+                        "the compression ratio is 1 / keep)")
+    budget.add_argument("--ratio", type=float, help="deprecated: the old name of --keep")
     budget.add_argument("--rank", type=int, help="rank of each factorization")
     budget.add_argument("--max-bond", type=int, help="bond dimension cap (MPO)")
-    budget.add_argument("--cr", type=float, help="compression ratio = dense weights / stored numbers, > 1 (offline-* methods)")
     p.add_argument("--task", default=None, help="task whose head the model gets (default: 2-label classifier)")
     p.add_argument("--out", required=True, help="directory to write the compressed model to")
     p.set_defaults(func=_cmd_compress)

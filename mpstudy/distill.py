@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import default_cache_dir
+from .records import atomic_file
 from .targets import preset_for
 from .tasks import make_collate, task_fingerprint
 from .train import iterate_batches
@@ -190,15 +190,8 @@ def teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int = 128, 
         stored = torch.load(path, map_location="cpu")
         return TeacherOutputs(stored["logits"], stored["cls"], key)
     logits, cls = _compute_teacher_outputs(teacher, tokenizer, task, max_length, batch_size, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:  # write aside, then rename: an interrupted run leaves no half-written cache entry
+    with atomic_file(path) as tmp:  # an interrupted run leaves no half-written cache entry
         torch.save({"logits": logits, "cls": cls}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return TeacherOutputs(logits, cls, key)
 
 
@@ -214,7 +207,7 @@ class DistillObjective:
         alpha: weight of the KD term; ``1 - alpha`` weighs the task loss. ``alpha=0`` is plain CE.
         temperature: KD temperature ``T``.
         beta: weight of the patience loss (0 disables it and skips the hidden states).
-        student_layers / teacher_layers: hidden-state indices matched by the patience loss
+        student_layers, teacher_layers: hidden-state indices matched by the patience loss
             (0 = embeddings, ``i`` = layer ``i``); equal lengths. Default: every layer but the last
             (PKD-skip with the same depth, as LoBERT: layers 1..L-1).
         normalize: L2-normalize the ``[CLS]`` states in the patience loss.
@@ -467,7 +460,7 @@ class FeatureDistillObjective:
                 name = _module_name(entry)
                 self._check_module(name, named)
                 self.modules.append(name)
-        #: which outputs the forwards must return (asked once: the pattern test is not free)
+        #: which outputs the forwards must return (asked once — the pattern test is not free)
         self.needs_attentions, self.needs_hidden = self._needs("attention"), self._needs("hidden")
 
     @staticmethod
@@ -559,3 +552,170 @@ class FeatureDistillObjective:
 
 
 __all__ += ["eager_attention", "hidden_state_loss", "attention_loss", "context_modules", "FeatureDistillObjective"]
+
+
+# --------------------------------------------------------------------------- module-output matching
+# Module-level tuning (study 05) trains replacements of single modules (pruned variants) to
+# reproduce what the original module computes. The original model runs frozen; a forward hook on
+# each matched module hands its exact inputs (hidden states, masks, T5's position bias, cross-
+# attention states) to every student of that module, so the rest of the network always sees the
+# original's activations and every student trains independently, all in one forward per batch.
+
+
+def forward_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The forward arguments that run ``model`` on a training batch without computing its loss.
+
+    Labels are dropped (matching needs activations only); an encoder-decoder gets
+    ``decoder_input_ids`` shifted from the labels (padding ``-100`` becomes the pad id), as in
+    teacher-forced training, and ``use_cache=False``.
+    """
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        if "labels" not in batch:
+            raise ValueError("an encoder-decoder batch needs 'labels' to build the decoder inputs")
+        labels = batch["labels"]
+        if hasattr(model, "prepare_decoder_input_ids_from_labels"):
+            inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        else:
+            inputs["decoder_input_ids"] = model._shift_right(labels)
+        inputs["use_cache"] = False
+    return inputs
+
+
+def _main_output(output: Any) -> torch.Tensor:
+    """The hidden-state output of a module: the tensor itself, or the first element of a tuple
+    (attention blocks return ``(output, attention weights)``, T5 ``(output, position_bias, weights)``)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+class ModuleMatchObjective:
+    """Module-output matching, an :class:`~mpstudy.train.Objective` whose model is a bank of students.
+
+    The model :func:`mpstudy.train.train` trains is an ``nn.ModuleDict`` ``{slot: student}``;
+    ``targets[slot]`` names the module of ``teacher`` that student replaces (several slots may
+    replace the same module: variants of it). Per batch the teacher runs once, frozen, in eval mode
+    and without gradient; a forward hook on each target module runs every student of that module on
+    the very same arguments and takes the mean squared error between the student's output and the
+    module's (``[B, T, hidden]``; the first element of tuple outputs). The loss is the sum over
+    slots, so each student's gradient is its own error's. Logs ``loss``.
+
+    Args:
+        teacher: the original model, on the students' device; it is not changed.
+        targets: ``{slot: module name in teacher}``; slots are valid ``nn.ModuleDict`` keys and
+            not ``"loss"`` (:class:`ModuleMatchValidation` reports under both).
+    """
+
+    def __init__(self, teacher: nn.Module, targets: dict[str, str]) -> None:
+        if not targets:
+            raise ValueError("targets is empty: give {slot: module name} for at least one student")
+        named = dict(teacher.named_modules())
+        missing = sorted({name for name in targets.values() if name not in named})
+        if missing:
+            raise ValueError(f"target module(s) {missing} are not modules of the teacher")
+        bad = [slot for slot in targets if not slot or "." in slot or slot == "loss"]
+        if bad:
+            raise ValueError(f"slot names {bad} are not allowed: no '.', not empty, not 'loss'")
+        self.teacher = teacher
+        self.by_module: dict[str, list[str]] = {}
+        for slot, name in targets.items():
+            self.by_module.setdefault(name, []).append(slot)
+
+    def losses(self, students: nn.ModuleDict, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One teacher forward on ``batch``: ``{slot: MSE of that student}`` (scalars; they carry
+        the students' gradient when grad is enabled)."""
+        losses: dict[str, torch.Tensor] = {}
+        grad = torch.is_grad_enabled()
+
+        def hook_for(name: str):
+            def hook(module, args, kwargs, output):
+                target = _main_output(output)
+                if kwargs.get("past_key_values") is not None:  # a student must not write into the teacher's cache
+                    kwargs = {**kwargs, "past_key_values": None}
+                with torch.set_grad_enabled(grad):  # the teacher runs without gradient, its students with
+                    for slot in self.by_module[name]:
+                        pred = _main_output(students[slot](*args, **kwargs))
+                        if pred.shape != target.shape:
+                            raise ValueError(f"student {slot!r} of {name} returned shape {tuple(pred.shape)}, "
+                                             f"the teacher's module {tuple(target.shape)}")
+                        losses[slot] = F.mse_loss(pred.float(), target.float())
+            return hook
+
+        handles = [self.teacher.get_submodule(name).register_forward_hook(hook_for(name), with_kwargs=True)
+                   for name in self.by_module]
+        was_training = self.teacher.training
+        try:
+            self.teacher.eval()
+            with torch.no_grad():
+                self.teacher(**forward_inputs(self.teacher, batch))
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.teacher.train(was_training)
+        missing = [slot for slots in self.by_module.values() for slot in slots if slot not in losses]
+        if missing:
+            raise ValueError(f"the teacher's forward never ran the target modules of slots {missing}")
+        return losses
+
+    def __call__(self, model: nn.ModuleDict, batch: dict[str, torch.Tensor], indices: list[int]):
+        losses = self.losses(model, batch)
+        loss = sum(losses.values())
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validation_losses(self, students: nn.ModuleDict, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """``{slot: MSE}`` over ``batches`` (each batch's MSE weighted by its row count), students in eval mode."""
+        was_training = students.training
+        students.eval()
+        device = next(students.parameters()).device
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in batches:
+            n = batch["input_ids"].shape[0]
+            for slot, loss in self.losses(students, {k: v.to(device) for k, v in batch.items()}).items():
+                sums[slot] = sums.get(slot, 0.0) + float(loss) * n
+            count += n
+        students.train(was_training)
+        return {slot: total / count for slot, total in sums.items()}
+
+
+class ModuleMatchValidation:
+    """The evaluation callback (``eval_fn`` of :func:`mpstudy.train.train`) of a module-matching run:
+    every student's validation MSE, and every student's own best state.
+
+    Each call returns ``{"loss": sum over slots, slot: MSE, ...}`` (select on ``"loss"``, lower is
+    better, for the run's stopping) and snapshots each student whose own MSE is lower than at any
+    earlier call (the first call included: with ``TrainConfig.eval_at_start`` the untouched student
+    is a candidate). :meth:`restore` then puts every student in its own best state, which a single
+    best checkpoint of the whole bank could not do. Runs on one process (under a multi-process
+    launch only rank 0 evaluates, so only it holds the snapshots).
+
+    Attributes:
+        first: the MSE per slot at the first call.
+        best: ``{slot: (MSE, step)}`` of each slot's best call.
+    """
+
+    def __init__(self, objective: ModuleMatchObjective, batches: Sequence[dict[str, torch.Tensor]]) -> None:
+        if not batches:
+            raise ValueError("no validation batches: the dev split is empty")
+        self.objective, self.batches = objective, list(batches)
+        self.first: dict[str, float] | None = None
+        self.best: dict[str, tuple[float, int]] = {}
+        self._states: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, students: nn.ModuleDict, step: int) -> dict[str, float]:
+        values = self.objective.validation_losses(students, self.batches)
+        if self.first is None:
+            self.first = dict(values)
+        for slot, value in values.items():
+            if slot not in self.best or value < self.best[slot][0]:
+                self.best[slot] = (value, step)
+                self._states[slot] = {n: t.detach().clone() for n, t in students[slot].state_dict().items()}
+        return {"loss": sum(values.values()), **values}
+
+    def restore(self, students: nn.ModuleDict) -> None:
+        """Load each student's best state (those never evaluated are left as they are)."""
+        for slot, state in self._states.items():
+            students[slot].load_state_dict(state)
+
+
+__all__ += ["forward_inputs", "ModuleMatchObjective", "ModuleMatchValidation"]

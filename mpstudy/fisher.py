@@ -28,7 +28,7 @@ def estimate_fisher(model: nn.Module, tokenizer, task, targets: str | list[str] 
     for seq2seq). Weights are not changed; gradients and ``requires_grad`` flags are restored.
 
     Returns:
-        :class:`FisherImportance` with one ``(out_features,)`` vector per targeted module.
+        :class:`~mpstudy.methods.fwsvd.FisherImportance` with one ``(out_features,)`` vector per targeted module.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -1,19 +1,30 @@
-"""Measured cost of a model on a batch: latency, FLOPs, peak memory.
+"""Measured cost of a model on a batch: latency, FLOPs; and the one timing primitive behind every timing.
 
 Latency is a measurement, not a derivation: a factorized layer that rebuilds its dense weight
 every forward saves storage but not time, and only timing shows it. FLOPs come from
 ``torch.utils.flop_counter`` (matrix products only) and are reported beside the latency.
+
+Every time in the library, the notebooks and ``bench/`` is taken by :func:`time_interleaved`:
+the callables being compared run round-robin (every round runs each once, in the order given),
+so a slow stretch of a shared machine slows the neighbours too and ratios stay honest; results
+are medians over rounds; the torch thread count is fixed for the timing (and restored after) and
+recorded. :func:`latency`, :func:`compare_latency` and :func:`forward_latency` are that primitive
+applied to model forwards; a training step (forward, backward, optimizer step) is timed by
+passing it as the callable.
 """
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["latency", "compare_latency", "count_flops", "dummy_batch"]
+__all__ = ["Timing", "time_interleaved", "forward", "latency", "compare_latency", "forward_latency", "count_flops",
+           "dummy_batch"]
 
 
 def dummy_batch(tokenizer, batch_size: int = 8, seq_len: int = 64, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -23,61 +34,172 @@ def dummy_batch(tokenizer, batch_size: int = 8, seq_len: int = 64, device: str |
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
 
 
-def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
-    if getattr(model.config, "is_encoder_decoder", False):
+def forward(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> Any:
+    """One forward of ``model`` on ``batch``; an encoder-decoder gets one decoder start token per row."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
         start = model.config.decoder_start_token_id
         dec = torch.full((batch["input_ids"].shape[0], 1), start, device=batch["input_ids"].device)
         return model(**batch, decoder_input_ids=dec)
     return model(**batch)
 
 
+# --------------------------------------------------------------------------- the primitive
+
+
+@dataclass
+class Timing:
+    """What :func:`time_interleaved` measured.
+
+    Attributes:
+        seconds: name -> wall-clock seconds of each timed round; ``seconds[name][i]`` is round ``i``,
+            in which every callable ran once, in ``order``.
+        order: the names in the order each round ran them.
+        threads: torch threads during the timing.
+        repeats, warmup: timed rounds, and untimed rounds run before them.
+        outputs: name -> what the callable returned in the last round (with ``keep_outputs`` only).
+    """
+
+    seconds: dict[str, list[float]]
+    order: list[str]
+    threads: int
+    repeats: int
+    warmup: int
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def median(self, name: str) -> float:
+        """Median seconds of ``name`` over the rounds."""
+        return statistics.median(self.seconds[name])
+
+    def iqr(self, name: str) -> float:
+        """Interquartile range of ``name``'s seconds (0 for one round)."""
+        ts = self.seconds[name]
+        if len(ts) < 2:
+            return 0.0
+        q = statistics.quantiles(ts, n=4)
+        return q[2] - q[0]
+
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """Median over rounds of ``numerator``'s time divided by ``denominator``'s in the same round."""
+        return statistics.median(a / b for a, b in zip(self.seconds[numerator], self.seconds[denominator]))
+
+
+def _check_count(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return value
+
+
+def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int = 10, warmup: int = 2,
+                     threads: int | None = None, device: str | torch.device | None = None,
+                     keep_outputs: bool = False) -> Timing:
+    """Time each callable of ``calls`` round-robin: ``warmup`` untimed rounds, then ``repeats`` timed ones.
+
+    Every round runs every callable once, in the order of ``calls``, so whatever else the machine
+    is doing hits neighbours alike and per-round ratios (:meth:`Timing.ratio`) cancel it.
+
+    Args:
+        calls: name -> a callable taking no argument (a forward, a training step, a decomposition).
+        repeats: timed rounds (>= 1).
+        warmup: untimed rounds before them (>= 0), so caches and lazy initialisation are not timed.
+        threads: torch threads to time with, set for the call and restored after; ``None`` keeps
+            the current count. Either way the count used is recorded.
+        device: a CUDA device is synchronised before and after each call, so the time is the
+            kernels', not the launch's.
+        keep_outputs: keep each callable's return value of the last round in ``Timing.outputs``.
+
+    Returns:
+        A :class:`Timing`.
+    """
+    if not calls:
+        raise ValueError("time_interleaved needs at least one callable to time, got none")
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    if threads is not None:
+        _check_count("threads", threads, 1)
+    cuda = device is not None and torch.device(device).type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        used = torch.get_num_threads()
+        seconds: dict[str, list[float]] = {name: [] for name in calls}
+        outputs: dict[str, Any] = {}
+        for round_ in range(warmup + repeats):
+            last = round_ == warmup + repeats - 1
+            for name, fn in calls.items():
+                sync()
+                t0 = time.perf_counter()
+                out = fn()
+                sync()
+                elapsed = time.perf_counter() - t0
+                if round_ >= warmup:
+                    seconds[name].append(elapsed)
+                if keep_outputs and last:
+                    outputs[name] = out
+                del out
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+    return Timing(seconds=seconds, order=list(calls), threads=used, repeats=repeats, warmup=warmup, outputs=outputs)
+
+
+# --------------------------------------------------------------------------- forwards of models
+
+
+def _device(model: nn.Module) -> torch.device | None:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else None
+
+
 @torch.inference_mode()
-def latency(model: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
+def forward_latency(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor], repeats: int = 10,
+                    warmup: int = 2, threads: int | None = None) -> Timing:
+    """Forward time of several models on one batch, in evaluation mode, timed round-robin
+    (:func:`time_interleaved`)."""
+    batch = dict(batch)
+    for model in models.values():
+        model.eval()
+    device = next((d for d in map(_device, models.values()) if d is not None), None)
+    calls = {name: (lambda m=m: forward(m, batch)) for name, m in models.items()}
+    return time_interleaved(calls, repeats=repeats, warmup=warmup, threads=threads, device=device)
+
+
+def latency(model: nn.Module, batch: Mapping[str, torch.Tensor], repeats: int = 10, warmup: int = 2,
+            threads: int | None = None) -> dict[str, float]:
     """Wall-clock forward time of ``model`` on ``batch``, in milliseconds.
 
     Returns ``median_ms``, ``min_ms`` and ``iqr_ms`` over ``repeats`` timed runs after ``warmup``
-    untimed ones (CUDA is synchronised around each run).
+    untimed ones, and the torch ``threads`` used.
     """
-    model.eval()
-    sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
-    for _ in range(warmup):
-        _forward(model, batch)
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        _forward(model, batch)
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "iqr_ms": q[2] - q[0]}
+    timing = forward_latency({"model": model}, batch, repeats=repeats, warmup=warmup, threads=threads)
+    return {"median_ms": timing.median("model") * 1e3, "min_ms": min(timing.seconds["model"]) * 1e3,
+            "iqr_ms": timing.iqr("model") * 1e3, "threads": timing.threads}
 
 
-@torch.inference_mode()
-def compare_latency(baseline: nn.Module, candidate: nn.Module, batch: dict[str, torch.Tensor], repeats: int = 10,
-                    warmup: int = 2) -> dict[str, float]:
+def compare_latency(baseline: nn.Module, candidate: nn.Module, batch: Mapping[str, torch.Tensor], repeats: int = 10,
+                    warmup: int = 2, threads: int | None = None) -> dict[str, float]:
     """Forward time of ``candidate`` against ``baseline`` on the same batch, timed alternately.
 
-    Alternating the two models makes the ratio robust to whatever else the machine is doing
-    (load that slows one run slows its neighbour too). Returns ``baseline_ms`` and
-    ``candidate_ms`` (medians) and ``speedup`` = baseline / candidate.
+    Returns ``baseline_ms`` and ``candidate_ms`` (medians), ``speedup`` = baseline / candidate
+    (of the medians) and the torch ``threads`` used.
     """
-    for model in (baseline, candidate):
-        model.eval()
-        for _ in range(warmup):
-            _forward(model, batch)
-    pairs = [(latency(baseline, batch, repeats=1, warmup=0)["median_ms"], latency(candidate, batch, repeats=1, warmup=0)["median_ms"])
-             for _ in range(repeats)]
-    base, cand = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
-    return {"baseline_ms": base, "candidate_ms": cand, "speedup": base / cand}
+    timing = forward_latency({"baseline": baseline, "candidate": candidate}, batch, repeats=repeats, warmup=warmup,
+                             threads=threads)
+    base, cand = timing.median("baseline"), timing.median("candidate")
+    return {"baseline_ms": base * 1e3, "candidate_ms": cand * 1e3, "speedup": base / cand, "threads": timing.threads}
 
 
 @torch.inference_mode()
-def count_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> int:
     """Floating-point operations of one forward (matrix products, as counted by torch's FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        _forward(model, batch)
+        forward(model, dict(batch))
     return int(counter.get_total_flops())

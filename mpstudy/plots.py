@@ -23,11 +23,11 @@ def score_vs_params(df: pd.DataFrame, x: str = "model_params", y: str = "score",
     return ax
 
 
-def error_by_role(df: pd.DataFrame, x: str = "ratio", y: str = "rel_error", hue: str = "role", title: str | None = None, ax=None):
+def error_by_role(df: pd.DataFrame, x: str = "keep", y: str = "rel_error", hue: str = "role", title: str | None = None, ax=None):
     """Relative reconstruction error ``||W - W'||_F / ||W||_F`` per module type (mean over layers, with range)."""
     ax = ax or plt.subplots(figsize=(6.4, 4))[1]
     sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", errorbar=("pi", 100), ax=ax)
-    ax.set_xlabel("kept fraction of the targeted parameters" if x == "ratio" else x)
+    ax.set_xlabel("kept fraction of the targeted parameters" if x == "keep" else x)
     ax.set_ylabel("relative Frobenius error")
     if title:
         ax.set_title(title)

@@ -2,8 +2,8 @@
 heads (BERT-style encoders, DistilBERT and T5, including T5's relative attention bias),
 pruning configurations and schemes, and composition of a model from pruned module variants.
 
-Every ratio in this module is a **keep ratio**: the fraction of a module that *survives*
-(``keep_ratio=1.0`` leaves a module untouched, ``keep_ratio=0.3`` keeps 30 % of a Linear's
+Every budget in this module is a ``keep``: the fraction of a module that *survives*
+(``keep=1.0`` leaves a module untouched, ``keep=0.3`` keeps 30 % of a Linear's
 weights or of an attention module's heads). The original code called these numbers "pruning
 rates" in its documentation while using them as kept fractions; here the name says it.
 
@@ -11,7 +11,8 @@ The two kinds of prunable module (``kind``):
 
 * ``"linear"``: the feed-forward ``nn.Linear`` weights (roles ``ffn_in`` and ``ffn_out`` of the
   architecture preset: BERT ``intermediate.dense``/``output.dense``, T5 ``wi``/``wo``).
-  Pruned with :func:`torch.nn.utils.prune.l1_unstructured`: the smallest-magnitude weights are
+  Pruned by magnitude per matrix (``l1_unstructured``'s masks, through
+  :func:`mpstudy.layers.magnitude.magnitude_prune`): the smallest-magnitude weights are
   zeroed by a mask (``weight = weight_orig * weight_mask``), which stays attached so the zeros
   persist through fine-tuning. The stored tensor stays dense: this saves non-zeros, not storage
   or time, until a sparse kernel is used.
@@ -25,11 +26,11 @@ The API the workflow uses (and that other studies may reuse):
 
 >>> model, tok = load_model("tiny-t5", task="synthetic-seq2seq")          # doctest: +SKIP
 >>> configs = generate_configs(model, attention_keep=[0.25, 0.5], linear_keep=[0.3, 0.3])  # doctest: +SKIP
->>> scheme = pruning_scheme(configs)            # {module name: [distinct keep ratios < 1]}  # doctest: +SKIP
->>> variants = prune_variants(model, scheme)    # {module name: {keep ratio: pruned copy}}   # doctest: +SKIP
+>>> scheme = pruning_scheme(configs)            # {module name: [distinct keeps < 1]}  # doctest: +SKIP
+>>> variants = prune_variants(model, scheme)    # {module name: {keep: pruned copy}}   # doctest: +SKIP
 >>> pruned = compose(model, configs[0], variants)                                          # doctest: +SKIP
 
-For a single matrix at a compression ratio (e.g. offline compression baselines), use
+For a single matrix at a kept fraction (e.g. offline compression baselines), use
 :func:`prune_linear` on a copy of the ``nn.Linear``.
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from transformers.models.t5.modeling_t5 import T5Attention
 
+from .layers.magnitude import magnitude_prune
+from .factorize.budget import check_keep
 from .targets import PRESETS, preset_for, resolve_targets, set_submodule
 
 __all__ = [
@@ -54,7 +57,6 @@ __all__ = [
     "generate_configs",
     "pruning_scheme",
     "scheme_size",
-    "check_keep_ratio",
     "num_heads_to_prune",
     "attention_num_heads",
     "head_scores",
@@ -62,6 +64,8 @@ __all__ = [
     "prune_heads",
     "mask_heads",
     "prune_attention",
+    "prune_ffn_neurons",
+    "prune_heads_and_neurons",
     "prune_linear",
     "prune_module",
     "clone_module",
@@ -70,6 +74,7 @@ __all__ = [
     "finalize_pruning",
     "pruning_summary",
     "full_num_heads",
+    "removed_heads",
 ]
 
 #: the kinds of prunable module
@@ -182,13 +187,6 @@ def prunable_modules(model: nn.Module) -> list[PrunableModule]:
 # --------------------------------------------------------------------------- configurations
 
 
-def check_keep_ratio(keep_ratio: Any, what: str = "keep_ratio") -> float:
-    """``keep_ratio`` as a float in (0, 1], else a ValueError naming the value."""
-    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 < keep_ratio <= 1:
-        raise ValueError(f"{what} must be a number in (0, 1] (the fraction KEPT; 1 = unpruned), got {keep_ratio!r}")
-    return float(keep_ratio)
-
-
 def generate_configs(
     model: nn.Module, attention_keep: Sequence[float], linear_keep: Sequence[float], num_configs: int | None = None
 ) -> list[dict[str, float]]:
@@ -197,13 +195,13 @@ def generate_configs(
 
     Args:
         model: the model the configurations apply to (its module names are the keys).
-        attention_keep: one keep ratio of attention heads per configuration, each in (0, 1].
-        linear_keep: one keep ratio of Linear weights per configuration, each in (0, 1].
+        attention_keep: the kept fraction of attention heads, one per configuration, each in (0, 1].
+        linear_keep: the kept fraction of Linear weights, one per configuration, each in (0, 1].
         num_configs: the number of configurations; must equal both lists' lengths if given.
 
     Returns:
-        A list of ``num_configs`` dicts ``{module name: keep ratio}`` over every module of
-        :func:`prunable_modules` (a keep ratio of 1 leaves that module untouched). The paper's
+        A list of ``num_configs`` dicts ``{module name: keep}`` over every module of
+        :func:`prunable_modules` (a keep of 1 leaves that module untouched). The paper's
         default is ``attention_keep=[0.25, 0.5, 0.25]``, ``linear_keep=[0.3, 0.3, 0.5]``.
     """
     attention_keep, linear_keep = list(attention_keep), list(linear_keep)
@@ -213,8 +211,8 @@ def generate_configs(
             f"attention_keep ({attention_keep!r}) and linear_keep ({linear_keep!r}) must be non-empty lists of the "
             f"same length{'' if num_configs is None else f' equal to num_configs={num_configs!r}'}: one entry per configuration"
         )
-    attention_keep = [check_keep_ratio(r, f"attention_keep[{i}]") for i, r in enumerate(attention_keep)]
-    linear_keep = [check_keep_ratio(r, f"linear_keep[{i}]") for i, r in enumerate(linear_keep)]
+    attention_keep = [check_keep(r, f"attention_keep[{i}]") for i, r in enumerate(attention_keep)]
+    linear_keep = [check_keep(r, f"linear_keep[{i}]") for i, r in enumerate(linear_keep)]
     modules = prunable_modules(model)
     for i, keep in enumerate(attention_keep):
         for m in modules:
@@ -224,20 +222,20 @@ def generate_configs(
 
 
 def pruning_scheme(configs: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
-    """Each distinct (module, keep ratio) variant the configurations need, listed once.
+    """Each distinct (module, keep) variant the configurations need, listed once.
 
     Returns:
-        ``{module name: sorted distinct keep ratios < 1}`` in order of first appearance;
+        ``{module name: sorted distinct keeps < 1}`` in order of first appearance;
         modules that every configuration keeps whole are left out. With the paper's defaults
         every module gets two variants, where pruning each configuration separately would
         build three.
     """
     if not configs:
-        raise ValueError("configs is empty: give at least one {module name: keep ratio} configuration")
+        raise ValueError("configs is empty: give at least one {module name: keep} configuration")
     scheme: dict[str, set[float]] = {}
     for i, config in enumerate(configs):
         for name, keep in config.items():
-            keep = check_keep_ratio(keep, f"configs[{i}][{name!r}]")
+            keep = check_keep(keep, f"configs[{i}][{name!r}]")
             if keep < 1:
                 scheme.setdefault(name, set()).add(keep)
     return {name: sorted(ratios) for name, ratios in scheme.items()}
@@ -251,16 +249,16 @@ def scheme_size(scheme: Mapping[str, Sequence[float]]) -> int:
 # --------------------------------------------------------------------------- head pruning
 
 
-def num_heads_to_prune(num_heads: int, keep_ratio: float) -> int:
-    """How many of ``num_heads`` heads a keep ratio removes: ``floor(num_heads * (1 - keep_ratio) + 0.5)``
+def num_heads_to_prune(num_heads: int, keep: float) -> int:
+    """How many of ``num_heads`` heads ``keep`` removes: ``floor(num_heads * (1 - keep) + 0.5)``
     (the original's rounding: 0.25 of 8 heads prunes 6, of 12 heads prunes 9; 0.5 of 4 prunes 2).
 
     Raises ValueError if that would remove every head.
     """
-    keep_ratio = check_keep_ratio(keep_ratio)
-    n = int(math.floor(num_heads * (1 - keep_ratio) + 0.5 + 1e-9))
+    keep = check_keep(keep)
+    n = int(math.floor(num_heads * (1 - keep) + 0.5 + 1e-9))
     if n >= num_heads:
-        raise ValueError(f"keep_ratio={keep_ratio!r} would remove all {num_heads} heads; keep at least one")
+        raise ValueError(f"keep={keep!r} would remove all {num_heads} heads; keep at least one")
     return n
 
 
@@ -288,10 +286,10 @@ def head_scores(attention: nn.Module) -> torch.Tensor:
     return sum(lin.weight.detach().abs().reshape(heads, -1).sum(1) for lin in (q, k, v))
 
 
-def select_heads_to_prune(attention: nn.Module, keep_ratio: float) -> list[int]:
-    """The (current) indices of the lowest-scoring heads that ``keep_ratio`` removes, sorted."""
+def select_heads_to_prune(attention: nn.Module, keep: float) -> list[int]:
+    """The (current) indices of the lowest-scoring heads that ``keep`` removes, sorted."""
     scores = head_scores(attention)
-    n = num_heads_to_prune(len(scores), keep_ratio)
+    n = num_heads_to_prune(len(scores), keep)
     order = sorted(range(len(scores)), key=lambda h: (float(scores[h]), h))  # ties: lower index first
     return sorted(order[:n])
 
@@ -435,34 +433,131 @@ def mask_heads(attention: nn.Module, heads: Iterable[int]) -> nn.Module:
     return attention
 
 
-def prune_attention(attention: nn.Module, keep_ratio: float) -> list[int]:
+def prune_attention(attention: nn.Module, keep: float) -> list[int]:
     """Score the heads (:func:`head_scores`), remove the lowest ones in place; returns the removed (current) indices."""
-    heads = select_heads_to_prune(attention, keep_ratio)
+    heads = select_heads_to_prune(attention, keep)
     prune_heads(attention, heads)
     return heads
+
+
+# --------------------------------------------------------------------------- FFN neurons, whole models
+
+
+@torch.no_grad()
+def prune_ffn_neurons(ffn_in: nn.Linear, ffn_out: nn.Linear, keep: float) -> tuple[nn.Linear, nn.Linear, list[int]]:
+    """Remove the FFN's lowest-scoring intermediate neurons; returns new ``(ffn_in, ffn_out, kept)``.
+
+    A neuron ``j`` is row ``j`` of ``ffn_in`` (``(d_ff, d)``, and its bias entry) and column ``j``
+    of ``ffn_out`` (``(d, d_ff)``); its score is the l1 norm of both (the weight-magnitude
+    criterion of :func:`head_scores`). ``round(keep * d_ff)`` neurons stay (at least one); ``kept``
+    lists their indices, ascending. The inputs are not changed.
+    """
+    keep = check_keep(keep)
+    if ffn_in.out_features != ffn_out.in_features:
+        raise ValueError(f"ffn_in has {ffn_in.out_features} outputs but ffn_out takes {ffn_out.in_features} inputs")
+    score = ffn_in.weight.detach().abs().sum(1) + ffn_out.weight.detach().abs().sum(0)
+    n_keep = max(1, round(keep * ffn_in.out_features))
+    kept = sorted(torch.topk(score, n_keep).indices.tolist())
+    index = torch.tensor(kept, dtype=torch.long)
+    return select_linear(ffn_in, index, dim=0), select_linear(ffn_out, index, dim=1), kept
+
+
+def _structured_units(model: nn.Module) -> list[tuple[str, str, list[str]]]:
+    """``[(kind, name, member Linear names)]``: every attention block (Q, K, V, output) and every FFN (in, out)."""
+    layout = _LAYOUTS[_family(model)]
+    units = [("attention", pm.name, [f"{pm.name}.{p}" for p in (layout.q, layout.k, layout.v, layout.o)])
+             for pm in prunable_modules(model) if pm.kind == "attention"]
+    by_layer: dict[tuple[str, int | None], dict[str, list[str]]] = {}
+    for t in resolve_targets(model, "ffn", module_types=(nn.Linear,)):
+        by_layer.setdefault((t.stack, t.layer), {}).setdefault(t.role, []).append(t.name)
+    for roles in by_layer.values():
+        ins, outs = roles.get("ffn_in", []), roles.get("ffn_out", [])
+        if len(ins) != 1 or len(outs) != 1:
+            raise ValueError(f"neuron pruning needs one FFN input and one output per layer, got {ins + outs} "
+                             "(a gated FFN has two inputs)")
+        units.append(("ffn", ins[0], [ins[0], outs[0]]))
+    return units
+
+
+def prune_heads_and_neurons(model: nn.Module, keep: float, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """Structured pruning in place: keep ``keep`` of every attention block's heads and every FFN's neurons.
+
+    Heads go by :func:`prune_attention` (rounded to whole heads, at least one kept), neurons by
+    :func:`prune_ffn_neurons`; both are physically removed, so the Linears shrink. Everything is
+    checked before the first module changes.
+
+    Args:
+        model: a BERT-style, DistilBERT or T5 model (non-gated FFN).
+        keep: the fraction of heads and of neurons kept, in (0, 1].
+        names: the Linears allowed to shrink (default all): an attention block is pruned when its
+            Q, K, V and output projection are all named, an FFN when its input and output are; a
+            name outside these units, or a unit named only in part, is refused.
+
+    Returns:
+        ``removed_heads`` (attention block -> removed head indices), ``kept_heads`` (block ->
+        heads left), ``kept_neurons`` (FFN input name -> neurons left) and ``shrunk`` (Linear
+        name -> ``{"heads": n}`` or ``{"neurons": n}``).
+    """
+    keep = check_keep(keep)
+    units = _structured_units(model)
+    if names is not None:
+        names = set(names)
+        partial = [(name, sorted(set(members) - names)) for _, name, members in units
+                   if names & set(members) and not set(members) <= names]
+        if partial:
+            raise ValueError(f"structured pruning removes whole heads and neurons: {partial[0][0]} is targeted only in "
+                             f"part ({partial[0][1]} missing); target every Q, K, V, output and both FFN weights")
+        stray = sorted(names - {m for _, _, members in units for m in members})
+        if stray:
+            raise ValueError(f"structured pruning shrinks attention blocks and FFNs only; {stray[:3]} belong to neither")
+        units = [u for u in units if set(u[2]) <= names]
+    for kind, name, _ in units:  # would a block lose every head? refuse before anything changes
+        if kind == "attention":
+            num_heads_to_prune(attention_num_heads(model.get_submodule(name)), keep)
+    removed, kept_heads, kept_neurons, shrunk = {}, {}, {}, {}
+    for kind, name, members in units:
+        if kind == "attention":
+            attention = model.get_submodule(name)
+            removed[name] = prune_attention(attention, keep)
+            kept_heads[name] = attention_num_heads(attention)
+            shrunk.update({m: {"heads": kept_heads[name]} for m in members})
+        else:
+            new_in, new_out, kept = prune_ffn_neurons(model.get_submodule(members[0]), model.get_submodule(members[1]), keep)
+            for member, new in zip(members, (new_in, new_out)):
+                new.train(model.get_submodule(member).training)
+                set_submodule(model, member, new)
+            kept_neurons[name] = len(kept)
+            shrunk.update({m: {"neurons": len(kept)} for m in members})
+    return {"removed_heads": removed, "kept_heads": kept_heads, "kept_neurons": kept_neurons, "shrunk": shrunk}
 
 
 # --------------------------------------------------------------------------- unstructured pruning
 
 
-def prune_linear(linear: nn.Linear, keep_ratio: float) -> nn.Linear:
-    """l1-unstructured pruning of ``linear.weight`` in place, through ``torch.nn.utils.prune``.
+def prune_linear(linear: nn.Linear, keep: float) -> nn.Linear:
+    """l1-unstructured pruning of ``linear.weight`` in place (:func:`mpstudy.layers.magnitude.magnitude_prune`
+    on this one matrix).
 
-    The ``round((1 - keep_ratio) * weight.numel())`` weights of smallest magnitude are masked
-    (``torch.nn.utils.prune.l1_unstructured`` with that count; a weight already pruned is
-    pruned further among its surviving entries). The module keeps ``weight_orig`` (a
-    parameter, dense) and ``weight_mask`` (a buffer), and ``weight = weight_orig * weight_mask``
-    is recomputed before every forward, so the zeros survive fine-tuning. The bias is not pruned.
+    The ``round((1 - keep) * weight.numel())`` weights of smallest magnitude are masked
+    (the count ``torch.nn.utils.prune.l1_unstructured(amount=1 - keep)`` prunes; a weight
+    already pruned loses that many more among its surviving entries). The module keeps
+    ``weight_orig`` (a parameter, dense) and ``weight_mask`` (a buffer), and
+    ``weight = weight_orig * weight_mask`` is recomputed before every forward, so the zeros
+    survive fine-tuning. The bias is not pruned.
 
     Returns:
         ``linear`` (modified).
     """
     if not isinstance(linear, nn.Linear):
         raise ValueError(f"prune_linear needs an nn.Linear, got {type(linear).__name__}")
-    keep_ratio = check_keep_ratio(keep_ratio)
-    n_prune = int(round((1 - keep_ratio) * linear.weight.numel()))
+    keep = check_keep(keep)
+    n_prune = int(round((1 - keep) * linear.weight.numel()))
     if n_prune > 0:
-        torch_prune.l1_unstructured(linear, "weight", amount=n_prune)
+        alive = int(linear.weight_mask.sum()) if hasattr(linear, "weight_mask") else linear.weight.numel()
+        if n_prune > alive:
+            raise ValueError(f"keep={keep!r} prunes {n_prune} weights of this {tuple(linear.weight.shape)} "
+                             f"Linear but only {alive} weights survive its earlier pruning")
+        magnitude_prune([linear], alive - n_prune)
     return linear
 
 
@@ -482,16 +577,16 @@ def clone_module(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module)
 
 
-def prune_module(module: nn.Module, kind: str, keep_ratio: float) -> nn.Module:
+def prune_module(module: nn.Module, kind: str, keep: float) -> nn.Module:
     """A pruned deep copy of ``module`` (``kind`` ``"attention"`` or ``"linear"``); the original is untouched."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    keep_ratio = check_keep_ratio(keep_ratio)
+    keep = check_keep(keep)
     variant = clone_module(module)
     if kind == "attention":
-        prune_attention(variant, keep_ratio)
+        prune_attention(variant, keep)
     else:
-        prune_linear(variant, keep_ratio)
+        prune_linear(variant, keep)
     return variant
 
 
@@ -500,10 +595,10 @@ def prune_variants(model: nn.Module, scheme: Mapping[str, Sequence[float]]) -> d
 
     Args:
         model: the (fine-tuned) model to prune.
-        scheme: ``{module name: keep ratios}`` as returned by :func:`pruning_scheme`.
+        scheme: ``{module name: keeps}`` as returned by :func:`pruning_scheme`.
 
     Returns:
-        ``{module name: {keep ratio: pruned copy of the module}}``.
+        ``{module name: {keep: pruned copy of the module}}``.
     """
     kinds = {m.name: m.kind for m in prunable_modules(model)}
     unknown = [name for name in scheme if name not in kinds]
@@ -519,8 +614,8 @@ def compose(model: nn.Module, config: Mapping[str, float], variants: Mapping[str
 
     Args:
         model: the original model (not changed).
-        config: ``{module name: keep ratio}``; ratio 1 keeps the original module.
-        variants: ``{module name: {keep ratio: module}}``, pruned (baseline) or module-level
+        config: ``{module name: keep}``; keep 1 leaves the original module.
+        variants: ``{module name: {keep: module}}``, pruned (baseline) or module-level
             fine-tuned (composability) variants.
 
     Returns:
@@ -529,7 +624,7 @@ def compose(model: nn.Module, config: Mapping[str, float], variants: Mapping[str
     missing = [(name, keep) for name, keep in config.items() if keep < 1 and float(keep) not in variants.get(name, {})]
     if missing:
         name, keep = missing[0]
-        raise ValueError(f"no variant for {len(missing)} (module, keep ratio) pair(s) of the configuration, e.g. "
+        raise ValueError(f"no variant for {len(missing)} (module, keep) pair(s) of the configuration, e.g. "
                          f"({name!r}, {keep!r}); variants of that module: {sorted(variants.get(name, {}))}")
     composed = clone_module(model)
     for name, keep in config.items():
@@ -551,8 +646,9 @@ def pruning_summary(model: nn.Module) -> dict[str, Any]:
     """What is pruned in ``model``: heads per attention block and masked Linears.
 
     Returns:
-        ``{"heads": {name: kept head count}, "pruned_heads": {name: removed original indices},
-        "masked_linears": {name: kept fraction of weights}}`` for the modules that are pruned.
+        A dict with ``heads`` (name -> kept head count), ``pruned_heads`` (name -> removed
+        original indices) and ``masked_linears`` (name -> kept fraction of weights), for the
+        modules that are pruned.
     """
     heads, removed, masked = {}, {}, {}
     for name, module in model.named_modules():
@@ -572,3 +668,9 @@ def full_num_heads(model: nn.Module) -> int:
         if hasattr(cfg, attr):
             return int(getattr(cfg, attr))
     raise ValueError(f"cannot tell the head count of {type(model).__name__}")
+
+
+def removed_heads(attention: nn.Module, full: int) -> list[int]:
+    """Original indices of the heads :func:`prune_heads` removed from ``attention`` (of ``full``)."""
+    kept = getattr(attention, "mpstudy_kept_heads", None)
+    return [] if kept is None else [h for h in range(full) if h not in kept]

@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .models import load_model
-from .prune import clone_module, full_num_heads, prunable_modules, prune_heads
+from .prune import clone_module, full_num_heads, prunable_modules, prune_heads, removed_heads
+from .records import atomic_directory, atomic_file
 
 __all__ = ["save_variants", "load_variants", "save_pruned", "load_pruned"]
 
@@ -27,11 +28,6 @@ def _apply_structure(module: nn.Module, kind: str, pruned_heads: Sequence[int] |
         prune_heads(module, pruned_heads or [])
     elif mask is not None:
         torch_prune.custom_from_mask(module, "weight", mask=mask)
-
-
-def _removed_heads(module: nn.Module, full: int) -> list[int]:
-    kept = getattr(module, "mpstudy_kept_heads", None)
-    return [] if kept is None else [h for h in range(full) if h not in kept]
 
 
 def save_variants(variants: Mapping[str, Mapping[float, nn.Module]], path: str | os.PathLike, model: nn.Module) -> Path:
@@ -49,13 +45,11 @@ def save_variants(variants: Mapping[str, Mapping[float, nn.Module]], path: str |
             raise ValueError(f"{name!r} is not a prunable module of this {type(model).__name__}")
         for keep, module in by_ratio.items():
             entries.append({"name": name, "kind": kinds[name], "keep_ratio": float(keep),
-                            "pruned_heads": _removed_heads(module, full),
+                            "pruned_heads": removed_heads(module, full),
                             "state": {k: v.detach().cpu() for k, v in module.state_dict().items()}})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": 1, "variants": entries}, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save({"format": 1, "variants": entries}, tmp)
     return path
 
 
@@ -81,28 +75,29 @@ def save_pruned(model: nn.Module, path: str | os.PathLike, base: str, task: str 
 
     Args:
         model: the pruned model.
-        path: output directory (created; an existing one must be a saved pruned model).
+        path: output directory, written through :func:`mpstudy.records.atomic_directory` (a save killed
+            at any moment leaves the old model or the new one); an existing one must be a saved
+            pruned model, else ``FileExistsError`` before anything is written.
         base: the ``load_model`` spec the model was pruned from (a hub id, ``"minilm"``, a local dir).
         task: the task name whose head the model has.
         tokenizer: saved beside it if given.
         extra: more JSON-able metadata (the configuration, training history...).
     """
     path = Path(path)
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "pruned.json").exists())):
-        raise FileExistsError(f"{path} exists and is not a saved pruned model; refusing to overwrite it")
-    path.mkdir(parents=True, exist_ok=True)
     full = full_num_heads(model)
     meta = {
         "format": 1, "base": str(base), "task": task,
-        "pruned_heads": {n: _removed_heads(m, full) for n, m in model.named_modules()
+        "pruned_heads": {n: removed_heads(m, full) for n, m in model.named_modules()
                          if getattr(m, "mpstudy_kept_heads", None) is not None},
         "masked_linears": [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and hasattr(m, "weight_mask")],
         **(dict(extra) if extra else {}),
     }
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path / "model.pt")
-    (path / "pruned.json").write_text(json.dumps(meta, indent=2, default=str))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)
+    text = json.dumps(meta, indent=2, default=str)  # before anything is written: unserialisable extra fails here
+    with atomic_directory(path, marker="pruned.json", kind="a saved pruned model") as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp / "model.pt")
+        (tmp / "pruned.json").write_text(text)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return path
 
 

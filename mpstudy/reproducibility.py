@@ -35,7 +35,7 @@ REQUIRED = ("notebook", "profile", "seconds")
 #: folders of ``results/`` that hold no study records
 NOT_STUDIES = ("runs", "bench")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-#: how a study page prints a file it read: ``data: glue/SST-2/dev.tsv  sha256 <hex>``
+#: how a study page prints a file it read — ``data: glue/SST-2/dev.tsv  sha256 <hex>``
 _PAGE_LINE = re.compile(r"(?:^|\s)data:\s+(\S+)\s+sha256\s+([0-9a-f]{64})\s*$")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .profiles import get_profile
-from .records import provenance, write_json_atomic
+from .records import atomic_file, provenance, write_json_atomic
 
 __all__ = ["project_root", "study_fingerprint", "run_study", "store_smoke_outputs", "reproduce", "build_book",
            "notebook_parameters", "VOLATILE_KEY", "stable_view"]
@@ -65,10 +65,12 @@ def _remove_leftovers(stem: str, output_dir: Path, results_dir: Path) -> list[Pa
     """Delete the hidden temporary files a killed run of study ``stem`` left behind.
 
     Everything a run writes goes to a hidden temporary file first and is renamed into place when
-    complete (the executed notebook here, records and stamps by ``write_json_atomic``), so a run
-    killed midway leaves only such files (``.<name>.<random>``), never a half-written visible one;
-    its next run removes them, holding the study's lock (:func:`_study_lock`), so no live run's
-    files are touched.
+    complete (:func:`mpstudy.records.atomic_file`: the executed notebook here, records and stamps
+    by ``write_json_atomic``), so a run killed midway leaves only such files (``.<name>.<...>``),
+    never a half-written visible one. ``atomic_file`` itself removes a dead writer's temporaries of
+    the file it writes; this also removes those of files the next run may not write again (a
+    record the notebook no longer makes), and any hidden file of these names, holding the study's
+    lock (:func:`_study_lock`), so no live run's files are touched.
     """
     patterns = [(output_dir, f".{stem}.*.ipynb"), (results_dir / "runs", f".{stem}-*.json.*"), (results_dir / stem, ".*.json.*")]
     removed = [p for folder, pattern in patterns if folder.is_dir() for p in folder.glob(pattern) if p.is_file()]
@@ -146,19 +148,11 @@ def run_study(
                 return {**stamp, "status": "skipped"}
 
         log(f"{notebook.name} [{profile}]: running with {json.dumps(params, default=str)}")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".ipynb", dir=output.parent)
-        os.close(fd)
         start = time.perf_counter()
-        try:
+        with atomic_file(output) as tmp:
             # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
-            papermill.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3", progress_bar=False,
+            papermill.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name="python3", progress_bar=False,
                                        cwd=str(Path.cwd()), log_output=True, stdout_file=sys.stderr, stderr_file=sys.stderr)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-            os.replace(tmp, output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         stamp = {"notebook": str(notebook), "profile": profile, "parameters": params, "fingerprint": fingerprint,
                  "output": str(output), "seconds": round(time.perf_counter() - start, 1), **provenance()}
         write_json_atomic(stamp_path, stamp)
@@ -191,11 +185,8 @@ def store_smoke_outputs(notebook: str | os.PathLike, timeout: int = 600) -> Path
         finally:
             os.environ.clear()
             os.environ.update(saved_env)
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{notebook.stem}.", suffix=".ipynb", dir=notebook.parent)
-    os.close(fd)
-    nbformat.write(nb, tmp_path)
-    os.chmod(tmp_path, 0o644)  # mkstemp creates 0600 files
-    os.replace(tmp_path, notebook)
+    with atomic_file(notebook) as tmp:
+        nbformat.write(nb, str(tmp))
     return notebook
 
 

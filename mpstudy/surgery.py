@@ -1,10 +1,9 @@
-"""Replace modules in place, count parameters honestly, save and reload compressed models."""
+"""Replace modules in place, save and reload compressed models (counts come from ``mpstudy.accounting``)."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from .accounting import count_parameters
 from .layers.base import LAYER_CLASSES, CompressedLayer
 from .methods import get_method
+from .prune import full_num_heads, prune_heads, removed_heads
+from .records import atomic_directory
 from .targets import group_targets, resolve_targets, set_submodule
 
 __all__ = [
     "CompressionReport",
     "compress",
-    "count_parameters",
     "save_compressed",
     "load_compressed",
     "set_submodule",
@@ -28,35 +29,24 @@ __all__ = [
 
 MANIFEST = "mpstudy_compressed.json"
 
-
-def _unique_params(module: nn.Module) -> list[nn.Parameter]:
-    # Shared tensors (ALBERT's layer, tied embeddings) are stored once, so they count once.
-    return list({id(p): p for p in module.parameters()}.values())
+_WARNED: set[str] = set()  # deprecated keywords already warned about in this process
 
 
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter accounting used in every table of the study.
-
-    Returns:
-        ``stored``: weights held in memory, each shared tensor counted once (pruning masks,
-        buffers and position ids are not parameters and are not counted);
-        ``trainable``: those with ``requires_grad``; ``frozen``: the rest;
-        ``nonzero``: stored weights that are not zero, read through the effective weight
-        when a module is pruned with ``torch.nn.utils.prune`` (``weight = weight_orig * mask``).
-    """
-    params = _unique_params(model)
-    stored = sum(p.numel() for p in params)
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    nonzero, seen = 0, set()
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            pruned_name = pname[: -len("_orig")] if pname.endswith("_orig") else None
-            effective = getattr(module, pruned_name) if pruned_name and hasattr(module, pruned_name) else p
-            nonzero += int(torch.count_nonzero(effective))
-    return {"stored": stored, "trainable": trainable, "frozen": stored - trainable, "nonzero": nonzero}
+def _budget_aliases(budget: dict[str, Any]) -> dict[str, Any]:
+    """``ratio=`` (the old name of ``keep``) as ``keep=``, with a DeprecationWarning the first time."""
+    if "ratio" not in budget:
+        return budget
+    budget = dict(budget)
+    ratio = budget.pop("ratio")
+    if budget.get("keep") is not None and ratio is not None:
+        raise ValueError(f"give keep= only (ratio= is its deprecated name), got keep={budget['keep']!r} and ratio={ratio!r}")
+    if "ratio" not in _WARNED:
+        _WARNED.add("ratio")
+        warnings.warn("compress(..., ratio=) is deprecated: the budget is keep= (the fraction of the targeted weights "
+                      "kept)", DeprecationWarning, stacklevel=4)
+    if budget.get("keep") is None:
+        budget["keep"] = ratio
+    return budget
 
 
 @dataclass
@@ -66,11 +56,17 @@ class CompressionReport:
     Attributes:
         method, budget, targets: the request.
         params_before / params_after: stored parameters of the targeted modules (weights and
-            biases) before and after.
+            biases) before and after (``mpstudy.accounting.count_parameters``: a pruned weight is
+            still stored, so pruning leaves ``params_after`` unchanged).
         model_params_before / model_params_after: stored parameters of the whole model.
         modules: one record per replaced module: ``name``, ``role``, ``layer``, ``method``,
-            ``params_before``, ``params_after``, ``rel_error`` (``||W - W'||_F / ||W||_F``) and the
-            layer's structure (e.g. ``rank``).
+            ``params_before``, ``params_after``, ``nonzero_after`` (its non-zero stored numbers,
+            pruned weights read through their masks), ``rel_error`` (``||W - W'||_F / ||W||_F``;
+            ``None`` for a matrix that structured pruning shrank) and the layer's structure
+            (e.g. ``rank``; ``heads`` or ``neurons`` left for structured pruning).
+        nonzero_after: non-zero numbers of the targeted modules after (what magnitude pruning's
+            budget counts, with the biases).
+        keep: the requested kept fraction, when the budget was given as ``keep``.
     """
 
     method: str
@@ -81,6 +77,8 @@ class CompressionReport:
     model_params_before: int
     model_params_after: int
     modules: list[dict[str, Any]] = field(default_factory=list)
+    nonzero_after: int | None = None
+    keep: float | None = None
 
     @property
     def kept_fraction(self) -> float:
@@ -106,45 +104,64 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
     """Compress ``model`` in place with a registered method.
 
     Every replacement is built (and every budget checked) before the first module is swapped,
-    so a bad request leaves the model untouched.
+    so a bad request leaves the model untouched. A method that edits the model itself
+    (``Method.apply``: structured pruning shrinks attention blocks) checks everything before
+    its first edit.
 
     Args:
         model: a Hugging Face model (or any module, with ``targets='re:...'``).
         method: a name in ``mpstudy.methods.METHODS`` (``"svd"``...).
         targets: see ``mpstudy.targets.resolve_targets`` (roles, groups, or ``re:`` regexes).
-        **budget: the method's budget, e.g. ``rank=64`` or ``ratio=0.5`` for ``"svd"``.
+        **budget: the method's budget: ``keep=0.5`` (the fraction of the targeted weights kept,
+            which every registered method takes; a method with a discrete structure searches for
+            it, see ``Method.for_budget``) or the method's own keywords, e.g. ``rank=64`` for ``"svd"``.
+            ``ratio=`` is a deprecated name of ``keep=`` (it warns once).
 
     Returns:
-        A ``CompressionReport``.
+        A ``CompressionReport``; its ``budget`` holds the keywords the method used (``keep``
+        resolved, e.g. ``{"max_bond": 7}`` for ``"mpo"``) and ``keep`` the requested fraction.
     """
     spec = get_method(method)
-    budget = spec.check_budget(budget)
+    budget = spec.check_budget(_budget_aliases(budget))
+    keep = budget.get("keep")
     chosen = resolve_targets(model, targets, module_types=spec.dense_types)
     for t in chosen:  # a NaN would surface as a LAPACK failure (or a silently NaN factor) deep in a method
         finite = torch.isfinite(_weight(t.module))
         if not finite.all():
             raise ValueError(f"{t.name}.weight has {int((~finite).sum())} NaN or inf entries (of {finite.numel()}); "
                              "compression needs finite weights")
-    model_before = count_parameters(model)["stored"]
+    budget = spec.resolve_keep(chosen, budget)
+    model_before = count_parameters(model, nonzero=False)["stored"]
 
-    replacements: dict[str, nn.Module] = {}
-    for group in group_targets(chosen, spec.grouping):
-        replacements.update(spec.compress_group(group, budget))
+    structures: dict[str, dict[str, Any]] = {}
+    if spec.apply is not None:  # the method edits the model; what sits at each target's name afterwards is its result
+        structures = spec.apply(model, chosen, budget)
+        replacements = {t.name: model.get_submodule(t.name) for t in chosen}
+    else:
+        replacements = {}
+        for group in group_targets(chosen, spec.grouping):
+            replacements.update(spec.compress_group(group, budget))
 
     records = []
     for t in chosen:
         new = replacements[t.name]
         dense_w = _weight(t.module)
-        before = sum(p.numel() for p in t.module.parameters())
-        error = torch.linalg.norm(dense_w - new.to_dense()) / torch.linalg.norm(dense_w)
-        structure = new.init_kwargs() if isinstance(new, CompressedLayer) else {}
+        before = count_parameters(t.module, nonzero=False)["stored"]
+        after = count_parameters(new)
+        new_w = new.to_dense() if isinstance(new, CompressedLayer) else _weight(new)
+        # a shrunk matrix (structured pruning) has no entry-by-entry error against the dense one
+        error = (float(torch.linalg.norm(dense_w - new_w) / torch.linalg.norm(dense_w))
+                 if new_w.shape == dense_w.shape else None)
+        structure = new.init_kwargs() if isinstance(new, CompressedLayer) else structures.get(t.name, {})
         records.append(
             {"name": t.name, "role": t.role, "layer": t.layer, "stack": t.stack, "method": method,
-             "shape": list(dense_w.shape), "params_before": before, "params_after": new.num_params(),
-             "rel_error": float(error), **{k: v for k, v in structure.items() if k not in ("in_features", "out_features", "bias")}}
+             "shape": list(dense_w.shape), "params_before": before, "params_after": after["stored"],
+             "nonzero_after": after["nonzero"],
+             "rel_error": error, **{k: v for k, v in structure.items() if k not in ("in_features", "out_features", "bias")}}
         )
-    for name, new in replacements.items():
-        set_submodule(model, name, new)
+    if spec.apply is None:
+        for name, new in replacements.items():
+            set_submodule(model, name, new)
 
     return CompressionReport(
         method=method,
@@ -153,8 +170,10 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
         params_before=sum(r["params_before"] for r in records),
         params_after=sum(r["params_after"] for r in records),
         model_params_before=model_before,
-        model_params_after=count_parameters(model)["stored"],
+        model_params_after=count_parameters(model, nonzero=False)["stored"],
         modules=records,
+        nonzero_after=sum(r["nonzero_after"] for r in records),
+        keep=keep,
     )
 
 
@@ -172,38 +191,30 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
 
     The directory holds the Hugging Face ``config.json``, ``mpstudy_compressed.json`` (the model
     class and, for each replaced module, its layer class and constructor arguments), the weights
-    as ``model.safetensors`` and, if given, the tokenizer. It is written to a temporary sibling
-    and renamed, so an interrupted save never leaves a half-written model. An existing directory
-    is replaced only if it is itself a saved compressed model.
+    as ``model.safetensors`` and, if given, the tokenizer. It is written through
+    :func:`mpstudy.records.atomic_directory`, so a save killed at any moment leaves the old model
+    or the new one, never a mix. An existing directory is replaced only if it is itself a saved
+    compressed model (``FileExistsError`` otherwise, before anything is written).
     """
     from safetensors.torch import save_model
 
     path = Path(path)
     if not hasattr(getattr(model, "config", None), "save_pretrained"):
         raise TypeError(f"save_compressed needs a Hugging Face model (with a .config), got {type(model).__name__}")
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / MANIFEST).exists())):
-        raise FileExistsError(f"{path} exists and is not a saved mpstudy model; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": 1,
         "model_class": type(model).__name__,
         "modules": {
             name: {"class": type(m).__name__, "kwargs": m.init_kwargs()} for name, m in _compressed_modules(model).items()
         },
+        **_pruned_structure(model),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, marker=MANIFEST, kind="a saved mpstudy model") as tmp:
         model.config.save_pretrained(tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         save_model(model, str(tmp / "model.safetensors"))
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -246,6 +257,10 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         except (TypeError, ValueError, AttributeError) as err:  # edited or mismatched manifest
             raise ValueError(f"{path / MANIFEST}: cannot rebuild {name} as {layer_class} ({_first_line(err)})") from err
     try:
+        _apply_pruned_structure(model, manifest)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:  # edited or mismatched manifest
+        raise ValueError(f"{path / MANIFEST}: cannot rebuild the pruned structure ({_first_line(err)})") from err
+    try:
         load_model(model, str(weights), strict=True)
     except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError, torch's size-mismatch RuntimeError
         raise ValueError(f"{weights} is corrupted or does not match {MANIFEST} ({_first_line(err)})") from err
@@ -253,6 +268,44 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     if bad:
         raise ValueError(f"{weights} holds NaN or inf values in {len(bad)} tensor(s), e.g. {bad[0]}; the saved model is corrupted")
     return model.eval()
+
+
+def _pruned_structure(model: nn.Module) -> dict[str, Any]:
+    """What structured pruning changed, for the manifest: removed heads per attention block and the
+    shapes of plain Linears that no longer have the size the config builds (pruned FFN neurons).
+
+    The reference sizes come from the same model class built from the config on the meta device
+    (no memory), with the same heads removed.
+    """
+    attention = {n: m for n, m in model.named_modules() if getattr(m, "mpstudy_kept_heads", None) is not None}
+    if not attention:
+        heads: dict[str, list[int]] = {}
+    else:
+        full = full_num_heads(model)
+        heads = {n: removed_heads(m, full) for n, m in attention.items()}
+    with torch.device("meta"):
+        reference = type(model)(model.config)
+    for name, removed in heads.items():
+        prune_heads(reference.get_submodule(name), removed)
+    inside = tuple(f"{n}." for n in _compressed_modules(model))
+    resized = {}
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and not name.startswith(inside):
+            ref = reference.get_submodule(name)
+            if tuple(ref.weight.shape) != tuple(module.weight.shape):
+                resized[name] = [module.out_features, module.in_features, module.bias is not None]
+    return {"pruned_heads": {n: h for n, h in heads.items() if h}, "resized_linears": resized}
+
+
+def _apply_pruned_structure(model: nn.Module, manifest: dict[str, Any]) -> None:
+    """Give a freshly built model the pruned structure a manifest records (see :func:`_pruned_structure`)."""
+    for name, removed in dict(manifest.get("pruned_heads", {})).items():
+        prune_heads(model.get_submodule(name), [int(h) for h in removed])
+    for name, (out_features, in_features, bias) in dict(manifest.get("resized_linears", {})).items():
+        old = model.get_submodule(name)
+        if type(old) is not nn.Linear:
+            raise ValueError(f"{name} is a {type(old).__name__}, not a Linear")
+        set_submodule(model, name, nn.Linear(int(in_features), int(out_features), bias=bool(bias)))
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,13 +1,17 @@
 """One transparent training loop (no HF Trainer) and the evaluation it uses.
 
 The loop owns what every study shares: AdamW with parameter groups, linear warmup and decay,
-gradient clipping, evaluation every N steps, best checkpoint by the task's main metric, seeding,
-progress bars, CPU or GPU. What a study changes is passed in:
+gradient clipping, evaluation every N steps, the best checkpoint by a chosen metric, early
+stopping, seeding, progress bars, CPU or GPU, data parallelism. What a study changes is passed in:
 
 * ``objective`` computes the loss of a batch (task loss by default; knowledge distillation,
-  feature distillation and module-level objectives are other ``Objective`` classes);
+  feature distillation and module-output matching are other ``Objective`` classes in
+  :mod:`mpstudy.distill`);
 * ``param_groups`` chooses what trains and at which learning rate (only parameters with
-  ``requires_grad`` are ever optimized: freezing is how lightweight fine-tuning is expressed).
+  ``requires_grad`` are ever optimized: freezing is how lightweight fine-tuning is expressed);
+* ``eval_fn`` replaces the evaluation (the task's metrics on ``task.dev`` by default, see
+  :func:`task_evaluation`); ``TrainConfig.select_metric``/``higher_is_better`` say which of its
+  metrics chooses the best checkpoint and ``TrainConfig.patience`` when to stop.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .surgery import count_parameters
+from .accounting import count_parameters
 from .tasks import make_collate
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
     "TaskLoss",
     "train",
     "evaluate",
+    "evaluate_loss",
+    "task_evaluation",
     "predict",
     "iterate_batches",
     "linear_schedule",
@@ -41,6 +47,11 @@ __all__ = [
     "distributed_context",
     "is_main_process",
 ]
+
+
+#: TrainConfig fields added after cache keys were first stored, with the defaults that reproduce
+#: the runs from before they existed (see ``TrainConfig.key_fields``)
+_LATER_FIELDS = {"select_metric": None, "higher_is_better": None, "patience": None, "eval_at_start": False}
 
 
 @dataclass
@@ -63,7 +74,15 @@ class TrainConfig:
         seed: seeds the data order, dropout and everything else random in the run.
         device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
         progress: show a tqdm progress bar.
-        keep_best: restore the checkpoint with the best dev main metric at the end.
+        keep_best: restore the checkpoint with the best selection metric at the end.
+        select_metric: the metric of the evaluation that chooses the best checkpoint (``None``: the
+            task's main metric); a key of what the evaluation returns (``"loss"`` with
+            ``task_evaluation(..., loss=True)``, any key of an ``eval_fn``) or of ``extra_eval``'s dict.
+        higher_is_better: the direction of ``select_metric``; required when it is given (a loss is
+            ``False``), left ``None`` for the task's main metric (always higher is better).
+        patience: stop after this many evaluations in a row without improving the selection metric
+            (``None``: never; the run then ends at ``max_steps``/``epochs``).
+        eval_at_start: also evaluate before the first step (step 0, a candidate for the best checkpoint).
     """
 
     lr: float = 5e-5
@@ -81,6 +100,10 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     keep_best: bool = True
+    select_metric: str | None = None
+    higher_is_better: bool | None = None
+    patience: int | None = None
+    eval_at_start: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -90,25 +113,43 @@ class TrainConfig:
             "max_steps": self.max_steps is None or self.max_steps >= 1,
             "eval_every": self.eval_every is None or self.eval_every >= 1,
             "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
+            "patience": self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
+                                                  and self.patience >= 1),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid TrainConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if (self.select_metric is None) != (self.higher_is_better is None):
+            raise ValueError(f"select_metric={self.select_metric!r} with higher_is_better={self.higher_is_better!r}: "
+                             "give both (e.g. 'loss' and False) or neither (the task's main metric, higher is better)")
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that change what a run trains, for cache keys: all but ``progress`` and
+        ``device``. The fields added later are left out while at their defaults, so a key stored
+        before they existed still names the same run."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("progress", "device")}
+        return {k: v for k, v in fields.items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
 
 
 @dataclass
 class TrainResult:
-    """What a run produced: the best dev metrics, when they were reached, and the history."""
+    """What a run produced: the metrics of the best evaluation, when it came, and the history.
+
+    ``best_metrics`` is what the evaluation returned at ``best_step`` (the task's metrics by
+    default), unprefixed; the history records it as ``dev_<key>``. ``stopped_early``: patience ran
+    out before ``max_steps``/``epochs``.
+    """
 
     best_metrics: dict[str, float]
     best_step: int
     steps: int
     train_seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: ``count_parameters`` of the model as trained: stored, trainable, frozen, non-zero
+    #: ``count_parameters`` of the model as trained — stored, trainable, frozen, non-zero
     params: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,6 +321,48 @@ def evaluate(model: nn.Module, tokenizer, task, split: str = "dev", **kwargs: An
     return task.compute_metrics(preds, refs)
 
 
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, tokenizer, task, split: str = "dev", batch_size: int = 64,
+                  max_length: int = 128) -> float:
+    """The model's own loss on a split (cross-entropy; token-level for seq2seq, padding ignored;
+    MSE for regression), averaged over examples (each batch's mean weighted by its row count)."""
+    examples = getattr(task, split)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = make_collate(task, tokenizer, max_length=max_length)
+    total, count = 0.0, 0
+    for _, batch in iterate_batches(examples, collate, batch_size):
+        n = batch["input_ids"].shape[0]
+        total += float(model(**_to(batch, device)).loss) * n
+        count += n
+    model.train(was_training)
+    return total / count
+
+
+def task_evaluation(tokenizer, task, config: TrainConfig | None = None, metrics: bool = True,
+                    loss: bool = False) -> Callable[[nn.Module, int], dict[str, float]]:
+    """The evaluation :func:`train` runs by default, as an ``eval_fn``: ``(model, step) -> metrics``.
+
+    ``metrics``: the task's metrics on ``task.dev`` (:func:`~mpstudy.evaluate`); ``loss``: the model's own mean
+    loss there (:func:`evaluate_loss`) under the key ``"loss"``, e.g. to select the best checkpoint
+    by dev loss (``TrainConfig(select_metric="loss", higher_is_better=False)``). Batch size, length
+    and generation length come from ``config``.
+    """
+    if not (metrics or loss):
+        raise ValueError("task_evaluation with metrics=False and loss=False evaluates nothing; ask for one")
+    config = config or TrainConfig()
+    kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length)
+
+    def run(model: nn.Module, step: int) -> dict[str, float]:
+        out = evaluate(model, tokenizer, task, max_new_tokens=config.max_new_tokens, **kwargs) if metrics else {}
+        if loss:
+            out["loss"] = evaluate_loss(model, tokenizer, task, **kwargs)
+        return out
+
+    return run
+
+
 def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup:
@@ -287,6 +370,22 @@ def linear_schedule(total: int, warmup: int) -> Callable[[int], float]:
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
+
+
+def _score(name: str, metrics: dict[str, float], extra: dict[str, Any], higher_is_better: bool) -> float:
+    """The selection metric of one evaluation, oriented so that larger is better; NaN (e.g. the
+    Spearman correlation of constant predictions) is the worst score."""
+    if name in metrics:
+        value = metrics[name]
+    elif name in extra:
+        value = extra[name]
+    else:
+        raise ValueError(f"select_metric {name!r} is not among the evaluation's metrics {sorted(metrics)} "
+                         f"nor extra_eval's {sorted(extra)}")
+    value = float(value)
+    if math.isnan(value):
+        return -math.inf
+    return value if higher_is_better else -value
 
 
 def train(
@@ -297,23 +396,37 @@ def train(
     objective: Objective | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     extra_eval: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``task.train``, evaluating on ``task.dev``; returns the best dev metrics.
+    """Train ``model`` on ``task.train``, evaluating every ``config.eval_every`` steps; returns the best evaluation.
 
     Only parameters with ``requires_grad`` train (or those in ``param_groups``, which may set
-    their own ``lr``). With ``config.keep_best`` the model ends at its best dev checkpoint.
-    ``extra_eval(model)``, if given, runs at every evaluation and its dict (e.g. a dev loss) is
-    added to that step's history record. Every record has ``elapsed_s`` (wall-clock seconds
-    since the start) and ``train_s`` (the same without the time spent evaluating).
+    their own ``lr``).
+
+    Evaluation runs every ``config.eval_every`` steps (default once per epoch), at the last step
+    and, with ``config.eval_at_start``, at step 0; the model is in eval mode meanwhile. It is
+    ``eval_fn(model, step)`` if given, else the task's metrics on ``task.dev``
+    (:func:`task_evaluation`); its dict is recorded as ``dev_<key>``. ``extra_eval(model)``, if
+    given, runs after it and its dict is added to the record as it is. The evaluation whose
+    ``config.select_metric`` (default: the task's main metric) is best is ``best_metrics``/``best_step``
+    (ties: the earlier one); with ``config.keep_best`` the model ends in that state, and with
+    ``config.patience`` training stops after that many evaluations in a row without improvement.
+
+    Every step's record has ``step``, ``lr``, the objective's logs, ``elapsed_s`` (wall-clock
+    seconds since the start) and ``train_s`` (the same without the time spent evaluating).
 
     Launched on several processes (``accelerate launch --multi_gpu --num_processes N``, or
     ``torchrun``), the same call trains data-parallel: ``config.batch_size`` stays the global batch,
     each rank computes every N-th row of it and the gradients are averaged (see the comment above
-    ``mpstudy.train.distributed_context``); every rank returns the same result.
+    ``mpstudy.train.distributed_context``); evaluation runs on rank 0 and its metrics are broadcast,
+    so every rank selects and stops alike and returns the same result.
     """
 
     config = config or TrainConfig()
     objective = objective or TaskLoss()
+    eval_fn = eval_fn or task_evaluation(tokenizer, task, config)
+    select = config.select_metric or task.main_metric
+    higher = True if config.select_metric is None else config.higher_is_better
     device = resolve_device(config.device)
     rank, world = distributed_context(device)
     set_seed(config.seed)
@@ -333,14 +446,51 @@ def train(
     eval_every = config.eval_every or steps_per_epoch
     collate = make_collate(task, tokenizer, max_length=config.max_length)
     generator = torch.Generator().manual_seed(config.seed)
-    eval_kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, max_new_tokens=config.max_new_tokens)
 
     history: list[dict[str, Any]] = []
+    # best: (oriented score, step, metrics, state); `stale` counts evaluations since the last improvement
     best: tuple[float, int, dict[str, float], dict[str, torch.Tensor] | None] = (-math.inf, 0, {}, None)
+    seen, stale, stopped = False, 0, False
     step, start, eval_seconds = 0, time.perf_counter(), 0.0
+
+    def evaluation(record: dict[str, Any]) -> None:
+        """Evaluate at ``step``, add the metrics to ``record``, update the best state and the patience count."""
+        nonlocal best, seen, stale, stopped, eval_seconds
+        eval_start = time.perf_counter()
+        metrics, extra = None, {}
+        if rank == 0:  # the other ranks wait for its metrics
+            model.eval()
+            metrics = dict(eval_fn(model, step))
+            extra = extra_eval(model) if extra_eval is not None else {}
+        if world > 1:
+            box = [metrics, extra]
+            torch.distributed.broadcast_object_list(box, src=0)
+            metrics, extra = box
+        model.train()
+        eval_seconds += time.perf_counter() - eval_start
+        record.update(extra)
+        record.update({f"dev_{k}": v for k, v in metrics.items()})
+        score = _score(select, metrics, extra, higher)
+        if not seen or score > best[0]:
+            state = copy.deepcopy(model.state_dict()) if config.keep_best else None
+            best, seen, stale = (score, step, metrics, state), True, 0
+        else:
+            stale += 1
+            stopped = config.patience is not None and stale >= config.patience and step < total
+
+    def stamp(record: dict[str, Any]) -> dict[str, Any]:
+        # wall-clock seconds since the start: in all, and spent training (evaluation excluded)
+        record["elapsed_s"] = time.perf_counter() - start
+        record["train_s"] = record["elapsed_s"] - eval_seconds
+        return record
+
+    if config.eval_at_start:
+        record: dict[str, Any] = {"step": 0}
+        evaluation(record)
+        history.append(stamp(record))
     bar = tqdm(total=total, desc=f"train {task.name}", disable=not config.progress or rank != 0, leave=False)
     trainable = [p for g in groups for p in g["params"] if p.requires_grad]
-    while step < total:
+    while step < total and not stopped:
         for indices, batch in iterate_batches(task.train, collate, config.batch_size, generator):
             rows = len(indices)
             if world > 1:  # this rank's share of the global batch: every world-th row
@@ -361,35 +511,15 @@ def train(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            record: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0], **logs}
+            record = {"step": step, "lr": scheduler.get_last_lr()[0], **logs}
             if step % eval_every == 0 or step == total:
-                eval_start = time.perf_counter()
-                metrics, extra = None, {}
-                if rank == 0:  # the other ranks wait for its metrics
-                    metrics = evaluate(model, tokenizer, task, **eval_kwargs)
-                    extra = extra_eval(model) if extra_eval is not None else {}
-                if world > 1:
-                    box = [metrics, extra]
-                    torch.distributed.broadcast_object_list(box, src=0)
-                    metrics, extra = box
-                record.update(extra)
-                eval_seconds += time.perf_counter() - eval_start
-                model.train()
-                record.update({f"dev_{k}": v for k, v in metrics.items()})
-                score = metrics[task.main_metric]
-                score = -math.inf if math.isnan(score) else score  # e.g. Spearman of constant predictions
-                if not best[2] or score > best[0]:
-                    state = copy.deepcopy(model.state_dict()) if config.keep_best else None
-                    best = (score, step, metrics, state)
-            # wall-clock seconds since the start: in all, and spent training (evaluation excluded)
-            record["elapsed_s"] = time.perf_counter() - start
-            record["train_s"] = record["elapsed_s"] - eval_seconds
-            history.append(record)
-            if step >= total:
+                evaluation(record)
+            history.append(stamp(record))
+            if step >= total or stopped:
                 break
     bar.close()
     if config.keep_best and best[3] is not None:
         model.load_state_dict(best[3])
     model.eval()
-    return TrainResult(best_metrics=best[2], best_step=best[1], steps=step,
-                       train_seconds=time.perf_counter() - start, history=history, params=params)
+    return TrainResult(best_metrics=best[2], best_step=best[1], steps=step, train_seconds=time.perf_counter() - start,
+                       history=history, params=params, stopped_early=stopped)

@@ -137,24 +137,28 @@ API_CASES = [
     ApiCase("svd-rank-0", _compress("svd", rank=0), "rank must be an integer in [1, 64] for a 64x64 weight, got 0", model=_tiny),
     ApiCase("svd-rank-too-large", _compress("svd", rank=1000), "got 1000", model=_tiny),
     ApiCase("svd-rank-float", _compress("svd", rank=2.5), "got 2.5", model=_tiny),
-    ApiCase("svd-ratio-above-1", _compress("svd", ratio=1.5), "must be in (0, 1], got 1.5", model=_tiny),
-    ApiCase("svd-no-budget", _compress("svd"), "give exactly one of rank= or ratio=", model=_tiny),
+    ApiCase("svd-keep-above-1", _compress("svd", keep=1.5), "must be a number in (0, 1], got 1.5", model=_tiny),
+    ApiCase("svd-ratio-alias-above-1", _compress("svd", ratio=1.5), "must be a number in (0, 1], got 1.5", model=_tiny),
+    ApiCase("svd-no-budget", _compress("svd"), "give exactly one of rank= or keep=", model=_tiny),
     ApiCase("mpo-bond-0", _compress("mpo", max_bond=0), "max_bond must be an int >= 1 (or one per bond), got 0", model=_tiny),
     ApiCase("mpo-bond-list-length", _compress("mpo", max_bond=[2, 2]), "one cap per internal bond (4), got [2, 2]", model=_tiny),
     ApiCase("mpo-rel-tol", _compress("mpo", rel_tol=1.5), "rel_tol must be a float in [0, 1), got 1.5", model=_tiny),
-    ApiCase("kronecker-cr-1", _compress("offline-kronecker", cr=1), "must be a number > 1, got 1", model=_tiny),
-    ApiCase("tucker-cr-unreachable", _compress("offline-tucker", cr=1000), "cannot reach cr=1000", model=_tiny),
-    ApiCase("tucker-block", _compress("offline-tucker", cr=2, block=1000), "must be an integer in [1, 64], got 1000", model=_tiny),
-    ApiCase("offline-mode", _compress("offline-svd", cr=2, mode="diagonal"), "got 'diagonal'", model=_tiny),
+    ApiCase("kronecker-keep-1", _compress("offline-kronecker", keep=1), "must be a number in (0, 1), got 1", model=_tiny),
+    ApiCase("tucker-keep-unreachable", _compress("offline-tucker", keep=0.001), "cannot keep 0.001 (CR 1e+03)", model=_tiny),
+    ApiCase("tucker-block", _compress("offline-tucker", keep=0.5, block=1000), "must be an integer in [1, 64], got 1000", model=_tiny),
+    ApiCase("offline-mode", _compress("offline-svd", keep=0.5, mode="diagonal"), "got 'diagonal'", model=_tiny),
+    ApiCase("mpo-keep-and-bond", _compress("mpo", keep=0.5, max_bond=4), "give keep= or ['max_bond'], not both", model=_tiny),
+    ApiCase("falcon-unreachable", _compress("falcon", keep=0.25), "falcon cannot keep 0.25", model=_tiny),
+    ApiCase("heads-part-of-a-block", _compress("prune-heads", targets="qkv", keep=0.5), "targeted only in part", model=_tiny),
     # dimensions that cannot be factorized
     ApiCase("mpo-dims-too-small", _compress("mpo", row_dims=[7, 9], col_dims=[8, 8]), "row_dims [7, 9]", model=_tiny),
     ApiCase("mpo-dims-lengths", _compress("mpo", row_dims=[8, 8], col_dims=[4, 4, 4]), "must have the same length", model=_tiny),
     ApiCase("factorize-prime", lambda ws: factorize_dim(30522, 5), "30522 has no factorization into 5 factors"),
     ApiCase("mpo-decompose-shape", lambda ws: mpo_decompose(torch.randn(6, 6), [2, 3], [5, 2]), "col_dims [5, 2] to 10"),
     # unknown methods, targets, budget keywords, tasks, profiles, models
-    ApiCase("unknown-method", _compress("nope", ratio=0.5), "unknown method 'nope'", model=_tiny),
-    ApiCase("unknown-target", _compress("svd", targets="nothing", ratio=0.5), "unknown target 'nothing'", model=_tiny),
-    ApiCase("regex-target-matches-nothing", _compress("svd", targets="re:nomatch", ratio=0.5), "['re:nomatch'] matched no", model=_tiny),
+    ApiCase("unknown-method", _compress("nope", keep=0.5), "unknown method 'nope'", model=_tiny),
+    ApiCase("unknown-target", _compress("svd", targets="nothing", keep=0.5), "unknown target 'nothing'", model=_tiny),
+    ApiCase("regex-target-matches-nothing", _compress("svd", targets="re:nomatch", keep=0.5), "['re:nomatch'] matched no", model=_tiny),
     ApiCase("unknown-budget-key", _compress("svd", max_bond=4), "does not take ['max_bond']", model=_tiny),
     ApiCase("unknown-task", lambda ws: load_task("imdb"), "'imdb'"),
     ApiCase("bad-max-train", lambda ws: load_task("synthetic-cls", max_train=0), "max_train must be a positive int or None (all rows), got 0"),
@@ -171,10 +175,10 @@ API_CASES = [
             error=DataDirError, multiline_ok=True),
     ApiCase("malformed-data-file", lambda ws: load_task("sst2", data_dir=ws / "bad_data"), "dev.tsv, line 2", error=DataFormatError),
     # NaN or inf weights
-    ApiCase("nan-weight", _compress("svd", ratio=0.5), f"{QUERY}.weight has 1 NaN or inf entries (of 4096)", model=_nan_model),
+    ApiCase("nan-weight", _compress("svd", keep=0.5), f"{QUERY}.weight has 1 NaN or inf entries (of 4096)", model=_nan_model),
     ApiCase("inf-weight-mpo", _compress("mpo", targets="word_embeddings", max_bond=4), "word_embeddings.weight has 1 NaN or inf",
             model=lambda: _nan_model("bert.embeddings.word_embeddings", math.inf)),
-    ApiCase("nan-weight-offline", _compress("offline-tucker", cr=2), f"{QUERY}.weight has 1 NaN", model=_nan_model),
+    ApiCase("nan-weight-offline", _compress("offline-tucker", keep=0.5), f"{QUERY}.weight has 1 NaN", model=_nan_model),
     ApiCase("nan-matrix-svd", lambda ws: truncated_svd(torch.full((4, 4), math.nan), 2), "W has 16 NaN or inf entries"),
     # corrupted or mismatched saved compressed models
     ApiCase("load-not-a-model", lambda ws: load_compressed(ws / "occupied"), "mpstudy_compressed.json is missing", error=FileNotFoundError),
@@ -217,17 +221,19 @@ COMPRESS = ["compress", "tiny-bert", "--out", "{ws}/new"]
 
 CLI_CASES = [
     ("cli-rank-0", COMPRESS + ["--method", "svd", "--rank", "0"], "got 0"),
-    ("cli-ratio-2", COMPRESS + ["--method", "svd", "--ratio", "2"], "must be in (0, 1], got 2.0"),
+    ("cli-keep-2", COMPRESS + ["--method", "svd", "--keep", "2"], "must be a number in (0, 1], got 2.0"),
+    ("cli-ratio-alias-2", COMPRESS + ["--method", "svd", "--ratio", "2"], "must be a number in (0, 1], got 2.0"),
     ("cli-bond-0", COMPRESS + ["--method", "mpo", "--max-bond", "0"], "max_bond must be an int >= 1"),
-    ("cli-cr-1", COMPRESS + ["--method", "offline-kronecker", "--cr", "1"], "must be a number > 1, got 1.0"),
+    ("cli-keep-1-offline", COMPRESS + ["--method", "offline-kronecker", "--keep", "1"], "must be a number in (0, 1), got 1.0"),
+    ("cli-cr-gone", COMPRESS + ["--method", "offline-kronecker", "--cr", "2"], "one of the arguments --keep --ratio --rank"),
     ("cli-rank-not-int", COMPRESS + ["--method", "svd", "--rank", "two"], "invalid int value: 'two'"),
-    ("cli-unknown-method", COMPRESS + ["--method", "nope", "--ratio", "0.5"], "invalid choice: 'nope'"),
-    ("cli-unknown-target", COMPRESS + ["--method", "svd", "--ratio", "0.5", "--targets", "nothing"], "unknown target 'nothing'"),
+    ("cli-unknown-method", COMPRESS + ["--method", "nope", "--keep", "0.5"], "invalid choice: 'nope'"),
+    ("cli-unknown-target", COMPRESS + ["--method", "svd", "--keep", "0.5", "--targets", "nothing"], "unknown target 'nothing'"),
     ("cli-budget-not-taken", COMPRESS + ["--method", "svd", "--max-bond", "4"], "does not take ['max_bond']"),
-    ("cli-unknown-task", COMPRESS + ["--method", "svd", "--ratio", "0.5", "--task", "imdb"], "'imdb'"),
-    ("cli-unknown-model", ["compress", "no-such-model", "--method", "svd", "--ratio", "0.5", "--out", "{ws}/new"], "'no-such-model'"),
-    ("cli-nan-weights", ["compress", "{ws}/nan_model", "--method", "svd", "--ratio", "0.5", "--out", "{ws}/new"], "1 NaN or inf entries"),
-    ("cli-out-occupied", ["compress", "tiny-bert", "--method", "svd", "--ratio", "0.5", "--out", "{ws}/occupied"],
+    ("cli-unknown-task", COMPRESS + ["--method", "svd", "--keep", "0.5", "--task", "imdb"], "'imdb'"),
+    ("cli-unknown-model", ["compress", "no-such-model", "--method", "svd", "--keep", "0.5", "--out", "{ws}/new"], "'no-such-model'"),
+    ("cli-nan-weights", ["compress", "{ws}/nan_model", "--method", "svd", "--keep", "0.5", "--out", "{ws}/new"], "1 NaN or inf entries"),
+    ("cli-out-occupied", ["compress", "tiny-bert", "--method", "svd", "--keep", "0.5", "--out", "{ws}/occupied"],
      "occupied exists and is not a saved mpstudy model"),
     ("cli-missing-data", ["evaluate", "tiny-bert", "--task", "sst2", "--data-dir", "{ws}/empty_data"], "glue/SST-2/train.tsv  (MISSING)"),
     ("cli-malformed-data", ["evaluate", "tiny-bert", "--task", "sst2", "--data-dir", "{ws}/bad_data"], "dev.tsv, line 2"),
@@ -321,9 +327,9 @@ def test_bench_good_input_writes_record_and_table(tmp_path, bench_main, capsys):
             "--repeats", "1", "--device", "cpu", "--out-dir", str(tmp_path)]
     assert bench_main(argv) == 0
     record = json.loads((tmp_path / "inference-cpu.json").read_text())
-    assert {m["label"] for m in record["models"]} == {"svd ratio=0.5", "svd ratio=0.25", "mpo max_bond=64"}
-    assert {r["model"] for r in record["rows"]} == {"dense", "svd ratio=0.5", "svd ratio=0.25", "mpo max_bond=64"}
-    assert "| svd ratio=0.5 |" in (tmp_path / "inference-cpu.md").read_text()
+    assert {m["label"] for m in record["models"]} == {"svd keep=0.5", "svd keep=0.25", "mpo max_bond=64"}
+    assert {r["model"] for r in record["rows"]} == {"dense", "svd keep=0.5", "svd keep=0.25", "mpo max_bond=64"}
+    assert "| svd keep=0.5 |" in (tmp_path / "inference-cpu.md").read_text()
     assert bench_main(["goals", "--device", "cpu", "--out-dir", str(tmp_path)]) == 0
     goals = json.loads((tmp_path / "goals-cpu.json").read_text())
     assert {g["goal"] for g in goals["rows"]} == {"svd_efficiency", "mpo_eval_ratio"}

@@ -19,3 +19,19 @@ def test_book_builds_without_warnings(tmp_path):
     html = out / "_build" / "html"
     for page in ("book/intro.html", "book/low_rank.html", "book/studies/00_offline_svd.html", "book/reproducibility.html"):
         assert (html / page).exists(), page
+
+
+def test_the_api_page_documents_every_public_module():
+    """Every module of the package (none private) has an ``automodule`` on the library reference page."""
+    import re
+
+    documented = set(re.findall(r"^\.\. automodule:: (\S+)$", (ROOT / "book" / "api.md").read_text(), flags=re.M))
+    modules = set()
+    for path in (ROOT / "mpstudy").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts[-1] != "__main__" and not any(p.startswith("_") for p in parts):
+            modules.add(".".join(parts))
+    assert sorted(modules - documented) == []
+    assert sorted(documented - modules) == []  # no entry for a module that is gone

@@ -29,11 +29,22 @@ def test_compress_then_evaluate(tmp_path, capsys):
     assert metrics["n"] == 32 and 0 <= metrics["accuracy"] <= 1
 
 
+def test_ratio_is_the_deprecated_name_of_keep(tmp_path, capsys):
+    """``--ratio`` (named by the Contract) still works and compresses exactly as ``--keep``."""
+    reports = {}
+    for flag in ("--keep", "--ratio"):
+        code, out, err = run(capsys, "compress", "tiny-bert", "--method", "svd", flag, "0.5", "--out", str(tmp_path / flag))
+        assert code == 0, err
+        reports[flag] = json.loads(out)
+    assert reports["--keep"] == reports["--ratio"]
+    assert reports["--keep"]["budget"] == {"keep": 0.5} and reports["--keep"]["keep"] == 0.5
+
+
 @pytest.mark.parametrize("argv,message", [
     (["compress", "tiny-bert", "--method", "svd", "--rank", "0", "--out", "{tmp}/a"], "rank must be an integer in [1, 64]"),
-    (["compress", "tiny-bert", "--method", "svd", "--ratio", "0.5", "--targets", "nothing", "--out", "{tmp}/a"], "unknown target 'nothing'"),
+    (["compress", "tiny-bert", "--method", "svd", "--keep", "0.5", "--targets", "nothing", "--out", "{tmp}/a"], "unknown target 'nothing'"),
     (["compress", "tiny-bert", "--method", "svd", "--max-bond", "4", "--out", "{tmp}/a"], "does not take ['max_bond']"),
-    (["compress", "tiny-bert", "--method", "svd", "--ratio", "0.5", "--out", "{tmp}/occupied"], "exists and is not a saved mpstudy model"),
+    (["compress", "tiny-bert", "--method", "svd", "--keep", "0.5", "--out", "{tmp}/occupied"], "exists and is not a saved mpstudy model"),
     (["evaluate", "tiny-bert", "--task", "sst2", "--data-dir", "{tmp}/empty"], "glue/SST-2/train.tsv"),
     (["evaluate", "tiny-bert", "--task", "imdb"], "unknown task"),
     (["run", "{tmp}/missing.ipynb"], "no notebook at"),
@@ -51,7 +62,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
 
 def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["compress", "tiny-bert", "--method", "nope", "--ratio", "0.5", "--out", "x"])
+        main(["compress", "tiny-bert", "--method", "nope", "--keep", "0.5", "--out", "x"])
     assert exc.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
 

@@ -124,3 +124,75 @@ def test_distill_objective_refuses_bad_weights():
                          ({"student_layers": [1]}, "both"), ({"student_layers": [1], "teacher_layers": [1, 2]}, "same length")]:
         with pytest.raises(ValueError, match=word):
             DistillObjective(cached, **kwargs)
+
+
+class _TwoLayers(torch.nn.Module):
+    """A plain (non-Hugging Face) teacher: the module-matching objective needs only named modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, input_ids):
+        return self.b(torch.relu(self.a(input_ids)))
+
+
+def _perturbed(module: torch.nn.Module, scale: float) -> torch.nn.Module:
+    import copy
+
+    out = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(scale)
+    return out
+
+
+def test_module_match_objective_feeds_students_the_teachers_inputs():
+    from mpstudy.distill import ModuleMatchObjective
+
+    torch.manual_seed(0)
+    teacher = _TwoLayers()
+    students = torch.nn.ModuleDict({"exact": _perturbed(teacher.b, 0.0), "off": _perturbed(teacher.b, 0.1),
+                                    "first": _perturbed(teacher.a, 0.2)})
+    objective = ModuleMatchObjective(teacher, {"exact": "b", "off": "b", "first": "a"})
+    x = torch.randn(5, 4)
+    losses = objective.losses(students, {"input_ids": x})
+    hidden = torch.relu(teacher.a(x)).detach()  # the input the teacher's `b` sees
+    assert float(losses["exact"].detach()) == 0.0
+    assert torch.allclose(losses["off"], F.mse_loss(students["off"](hidden), teacher.b(hidden)))
+    assert torch.allclose(losses["first"], F.mse_loss(students["first"](x), teacher.a(x)))
+    loss, logs = objective(students, {"input_ids": x}, [0, 1, 2, 3, 4])
+    loss.backward()
+    assert logs["loss"] == pytest.approx(sum(v.item() for v in losses.values()))
+    assert students["off"].weight.grad.abs().sum() > 0 and students["first"].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher runs without gradient
+    for targets, word in [({}, "empty"), ({"s": "c"}, "not modules"), ({"s.1": "a"}, "not allowed"),
+                          ({"loss": "a"}, "not allowed")]:
+        with pytest.raises(ValueError, match=word):
+            ModuleMatchObjective(teacher, targets)
+
+
+def test_module_match_validation_keeps_each_students_own_best_state():
+    """Two students whose errors move in opposite directions between two validations: each keeps
+    the state of its own best validation, which no single checkpoint of both holds."""
+    from mpstudy.distill import ModuleMatchObjective, ModuleMatchValidation
+
+    torch.manual_seed(1)
+    teacher = _TwoLayers()
+    students = torch.nn.ModuleDict({"s0": _perturbed(teacher.b, 0.0), "s1": _perturbed(teacher.b, 0.3)})
+    validation = ModuleMatchValidation(ModuleMatchObjective(teacher, {"s0": "b", "s1": "b"}),
+                                       [{"input_ids": torch.randn(3, 4)}, {"input_ids": torch.randn(5, 4)}])
+    first = validation(students, 0)
+    assert first["s0"] == 0.0 and first["s1"] > 0 and first["loss"] == pytest.approx(first["s0"] + first["s1"])
+    s0_at_0 = {k: v.clone() for k, v in students["s0"].state_dict().items()}
+    students["s0"].load_state_dict(_perturbed(teacher.b, 0.5).state_dict())  # s0 gets worse
+    students["s1"].load_state_dict(_perturbed(teacher.b, 0.01).state_dict())  # s1 gets better
+    s1_at_7 = {k: v.clone() for k, v in students["s1"].state_dict().items()}
+    second = validation(students, 7)
+    assert second["s0"] > first["s0"] and second["s1"] < first["s1"]
+    assert validation.first == {"s0": first["s0"], "s1": first["s1"]}
+    assert validation.best == {"s0": (first["s0"], 0), "s1": (second["s1"], 7)}
+    students["s1"].load_state_dict(_perturbed(teacher.b, 1.0).state_dict())
+    validation.restore(students)
+    assert all(torch.equal(v, s0_at_0[k]) for k, v in students["s0"].state_dict().items())
+    assert all(torch.equal(v, s1_at_7[k]) for k, v in students["s1"].state_dict().items())

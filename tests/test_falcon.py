@@ -11,7 +11,7 @@ import torch
 
 from mpstudy.factorize.falcon import (
     falcon_fit,
-    falcon_k_for_ratio,
+    falcon_k_for_keep,
     falcon_max_k,
     falcon_num_params,
     falcon_sgd_fit,
@@ -80,12 +80,12 @@ def test_parameter_counts_match_lobert_table():
     assert falcon_num_params((3, d, d), 2, "rows") == 2 * 592_128
 
 
-def test_k_for_ratio_and_bad_input():
-    assert falcon_k_for_ratio((6, 384, 384), 0.5) == 3  # each product keeps 6*384 + 384^2 of 6*384^2: 0.169
-    with pytest.raises(ValueError, match=r"no FALCON k keeps ratio=0.5 .* each product keeps 0.335"):
-        falcon_k_for_ratio((3, 768, 768), 0.5)
-    with pytest.raises(ValueError, match=r"ratio .* must be in \(0, 1\], got 0"):
-        falcon_k_for_ratio((3, 8, 8), 0)
+def test_k_for_keep_and_bad_input():
+    assert falcon_k_for_keep((6, 384, 384), 0.5) == 3  # each product keeps 6*384 + 384^2 of 6*384^2: 0.169
+    with pytest.raises(ValueError, match=r"no FALCON k keeps 0.5 .* each product keeps 0.335"):
+        falcon_k_for_keep((3, 768, 768), 0.5)
+    with pytest.raises(ValueError, match=r"keep .* must be a number in \(0, 1\], got 0"):
+        falcon_k_for_keep((3, 8, 8), 0)
     with pytest.raises(ValueError, match=r"k \(products per slice\) must be an integer in \[1, 3\] .* got 4"):
         falcon_fit(_stack(), 4)
     with pytest.raises(ValueError, match=r"layout must be one of \['rows', 'matrix'\], got 'cols'"):

@@ -70,7 +70,7 @@ def test_objective_is_zero_for_the_teacher_itself_and_refuses_sdpa(cls_setup):
 def test_objective_matches_the_losses_by_hand_and_trains_only_the_student(cls_setup):
     task, teacher, tok, batch = cls_setup
     student = copy.deepcopy(teacher)
-    compress(student, "svd", ratio=0.3)
+    compress(student, "svd", keep=0.3)
     objective = FeatureDistillObjective(teacher, ["hidden", "attention", "context"], weights={"attention": 0.5},
                                         kd_weight=2.0, temperature=3.0)
     with eager_attention(student, teacher):
@@ -122,7 +122,7 @@ def test_feature_layers_by_parameter_name_and_bad_names(cls_setup):
     objective = FeatureDistillObjective(teacher, [name + ".weight", "hidden.2"])
     assert objective.modules == [name] and objective.patterns == ["hidden.2"] and not objective.needs_attentions
     student = copy.deepcopy(teacher)
-    compress(student, "svd", targets="ffn_in", ratio=0.3)
+    compress(student, "svd", targets="ffn_in", keep=0.3)
     loss, logs = objective(student, batch, [])
     assert logs["fd_module"] > 0 and "fd_hidden" in logs
     with pytest.raises(ValueError, match="no module of the teacher"):
@@ -139,7 +139,7 @@ def test_encoder_decoder_features(spec):
     teacher, tok = load_model(spec, task=task, seed=0)
     batch = make_collate(task, tok, max_length=32)(task.train[:4])
     student = copy.deepcopy(teacher)
-    compress(student, "svd", ratio=0.5)
+    compress(student, "svd", keep=0.5)
     objective = FeatureDistillObjective(teacher, ["hidden", "attention", "context"], kd_weight=1.0)
     assert len(objective.context) == 6  # 2 encoder self, 2 decoder self, 2 cross attentions
     with eager_attention(student, teacher):
@@ -162,7 +162,7 @@ def test_encoder_decoder_features(spec):
 def test_feature_distillation_brings_the_student_closer(cls_setup):
     task, teacher, tok, batch = cls_setup
     student = copy.deepcopy(teacher)
-    compress(student, "svd", ratio=0.2)
+    compress(student, "svd", keep=0.2)
     objective = FeatureDistillObjective(teacher, ["hidden", "attention"])
     with eager_attention(student, teacher):
         before = objective(student, batch, [])[0].item()

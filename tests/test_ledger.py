@@ -1,16 +1,29 @@
-"""The claims ledger turns records into verdicts by its stated rules, and says 'not run' without records.
+"""The claims ledger turns typed records into verdicts by each study's stated rules, and says 'not run'
+without records.
 
-Every check is driven by small synthetic records built to sit on either side of its threshold; the
-committed records of the cpu profile must give every claim a verdict other than 'not run'.
+Every check (``mpstudy/studies/<paper>/claims.py``) is driven by small synthetic records, built
+through the study's typed record, to sit on either side of its threshold; the committed records of
+the cpu profile must give every claim a verdict other than 'not run'.
 """
 import re
 from pathlib import Path
 
 import pytest
 
-from mpstudy import ledger as L
+from mpstudy.studies import ledger as L
+from mpstudy.studies.comparison import ComparisonRecord
+from mpstudy.studies.comparison import claims as cmp
+from mpstudy.studies.composability import ComposabilityRecord
+from mpstudy.studies.composability import claims as comp
 from mpstudy.studies.ledger import CLAIMS, VERDICTS, Finding, ledger
-from mpstudy.records import read_records, write_record
+from mpstudy.studies.lobert import LobertRecord
+from mpstudy.studies.lobert import claims as lobert
+from mpstudy.studies.mpop import MpopRecord
+from mpstudy.studies.mpop import claims as mpop
+from mpstudy.studies.offline import OfflineRecord
+from mpstudy.studies.offline import claims as offline
+from mpstudy.studies.svd_distillation import SvdDistillRecord
+from mpstudy.studies.svd_distillation import claims as svd
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold here", "not testable at this scale"
@@ -22,6 +35,7 @@ def _meta(profile="cpu", model="minilm", task="sst2", max_train=2000, seeds=(0, 
 
 
 # --------------------------------------------------------------------------- record builders, one per study
+# (each returns the study's typed record, built from the dict its notebook would write)
 
 
 def _mpop(light_trainable=90, light=(0.70, 0.72), full=(0.70, 0.71), dense=(0.80, 0.80), accepted=(True, False), **meta):
@@ -31,7 +45,7 @@ def _mpop(light_trainable=90, light=(0.70, 0.72), full=(0.70, 0.71), dense=(0.80
     runs += [{"variant": "MPO full", "seed": s, "score": v, "stored": 900, "trainable": 900} for s, v in enumerate(full)]
     squeeze = [{"cut": 0, "stored": 900, "accepted": True}, {"cut": 1, "stored": 880, "accepted": accepted[0]},
                {"cut": 2, "stored": 860, "accepted": accepted[1]}]
-    return {**_meta(seeds=range(len(light)), **meta), "runs": runs, "squeeze": squeeze}
+    return MpopRecord.from_dict({**_meta(seeds=range(len(light)), **meta), "runs": runs, "squeeze": squeeze})
 
 
 def _lobert(kept=0.5, modes=None, dense=(0.80, 0.80), kd=None, **meta):
@@ -43,7 +57,7 @@ def _lobert(kept=0.5, modes=None, dense=(0.80, 0.80), kd=None, **meta):
     runs += [{**base, "part": "loss", "loss": "kd", "mode": m, "seed": s, "score": v}
              for m, scores in (kd or {}).items() for s, v in enumerate(scores)]
     decompositions = [{"mode": "self_svd", "budget": "default", "fit": "svd", "kept": kept, "param_ratio": 0.94}]
-    return {**_meta(**meta), "runs": runs, "decompositions": decompositions}
+    return LobertRecord.from_dict({**_meta(**meta), "runs": runs, "decompositions": decompositions})
 
 
 def _svd(cells=None, original=0.85, untrained=((10, 0.70, 0.75), (20, 0.75, 0.80)), speedups=(2.0, 1.6),
@@ -59,14 +73,14 @@ def _svd(cells=None, original=0.85, untrained=((10, 0.70, 0.75), (20, 0.75, 0.80
     sweep = [{"method": m, "plan": "none", "rank": r, "score": v, "model_params": 800, "seed": 0}
              for r, svd, fw in untrained for m, v in (("svd", svd), ("fwsvd", fw))]
     sweep += [{"method": "fwsvd", "plan": "fd+kd", "rank": 1, "score": v, "model_params": n, "seed": 0} for n, v in compact]
-    return {**_meta(**meta), "grid": grid, "sweep": sweep,
+    return SvdDistillRecord.from_dict({**_meta(**meta), "grid": grid, "sweep": sweep,
             "baseline": {"metrics": {"accuracy": original}, "params": {"stored": stored}},
             "budget": [{"model": "m", "rank": 10, "targeted matrices kept": 0.6, "whole model kept": 0.8},
                        {"model": "bert-base (paper)", "rank": 245, "targeted matrices kept": 0.5,
                         "whole model kept": 0.6}],
             "latency": [{"rank": 8, "kept_fraction": 0.4, "speedup": speedups[0]},
                         {"rank": 12, "kept_fraction": 0.6, "speedup": speedups[1]}],
-            "seq2seq": s2s or {"probe": {"epoch_seconds": 900.0}, "rows": []}}
+            "seq2seq": s2s or {"probe": {"epoch_seconds": 900.0}, "rows": []}})
 
 
 def _marian(fdkd_bleu, model="Helsinki-NLP/opus-mt-en-de"):
@@ -81,7 +95,7 @@ def _offline(ae=(0.80, 0.80), factor=(0.75, 0.75), ppl=None, model="minilm"):
     grid = [{"module": "key", "cr": cr, "mode": "separated", "method": m, "feasible": True, "sentence_cosine": 0.5,
              **({"perplexity": p + cr} if ppl else {})}
             for cr in (3, 10) for m, p in (ppl or {"ae": 0, "svd": 0}).items()]
-    return {**_meta(model=model), "finetuned": finetuned, "grid": grid}
+    return OfflineRecord.from_dict({**_meta(model=model), "finetuned": finetuned, "grid": grid})
 
 
 def _offline_grid(ae=0.9, concatenated_bonus=0.05):
@@ -93,7 +107,7 @@ def _offline_grid(ae=0.9, concatenated_bonus=0.05):
                 grid.append({"module": "key", "cr": cr, "mode": mode, "method": method, "feasible": True,
                              "sentence_cosine": cos + bonus})
     grid.append({"module": "key", "cr": 25, "mode": "separated", "method": "ae", "feasible": False, "sentence_cosine": 0.0})
-    return {**_meta(), "grid": grid}
+    return OfflineRecord.from_dict({**_meta(), "grid": grid})
 
 
 def _comp_runs(comp_start=(0.75, 0.75, 0.75), base_start=(0.60, 0.60, 0.60), comp_t=(10, 10, 10), base_t=(20, 20, 20)):
@@ -107,7 +121,7 @@ def _comp_runs(comp_start=(0.75, 0.75, 0.75), base_start=(0.60, 0.60, 0.60), com
 def _composability(s2s_model="tiny-t5", s2s_task="synthetic-seq2seq", s2s_times=((10, 10, 10), (20, 20, 20)), **kw):
     s2s = {"model": s2s_model, "task": s2s_task, "dense": {"score": 1.4},
            "runs": _comp_runs(comp_t=s2s_times[0], base_t=s2s_times[1])}
-    return {**_meta(seeds=(0,)), "tracks": {"cls": {"runs": _comp_runs(**kw)}, "s2s": s2s}}
+    return ComposabilityRecord.from_dict({**_meta(seeds=(0,)), "tracks": {"cls": {"runs": _comp_runs(**kw)}, "s2s": s2s}})
 
 
 ALBERT = dict(model="albert-base-v2", max_train=None)
@@ -118,8 +132,9 @@ def _comparison(untrained, **meta):
             for m, cells in untrained.items() for (task, keep), v in cells.items()]
     runs += [{"task": task, "method": m, "keep": keep, "regime": "finetune", "seed": 0, "score": 0.0}  # ignored
              for m, cells in untrained.items() for (task, keep) in cells]
-    return {"parameters": {"model": "minilm", "tasks": ["sst2", "mrpc"], "max_train": 1000, "keeps": [0.25, 0.5],
-                           "seeds": [0, 1, 2]}, "provenance": {"profile": meta.get("profile", "cpu")}, "runs": runs}
+    return ComparisonRecord.from_dict({
+        "parameters": {"model": "minilm", "tasks": ["sst2", "mrpc"], "max_train": 1000, "keeps": [0.25, 0.5],
+                       "seeds": [0, 1, 2]}, "provenance": {"profile": meta.get("profile", "cpu")}, "runs": runs})
 
 
 _CELLS = [("sst2", 0.25), ("sst2", 0.5), ("mrpc", 0.25)]
@@ -131,78 +146,78 @@ def _cells(*scores):
 
 CASES = [
     # MPOP
-    ("mpop 9 % trained", L._mpop_fewer_trained, _mpop(light_trainable=90), HOLDS),
-    ("mpop 20 % trained", L._mpop_fewer_trained, _mpop(light_trainable=200), FAILS),
-    ("mpop light ~ full", L._mpop_light_matches_full, _mpop(light=(0.70, 0.72), full=(0.70, 0.71)), HOLDS),
-    ("mpop light << full", L._mpop_light_matches_full, _mpop(light=(0.60, 0.62), full=(0.70, 0.71)), FAILS),
-    ("mpop light one seed", L._mpop_light_matches_full, _mpop(light=(0.70,), full=(0.60,), dense=(0.8,)), UNTESTABLE),
-    ("mpop squeeze cut", L._mpop_squeeze, _mpop(accepted=(True, False)), HOLDS),
-    ("mpop squeeze refused", L._mpop_squeeze, _mpop(accepted=(False, False)), FAILS),
-    ("mpop on par", L._mpop_on_par_with_dense, _mpop(light=(0.795, 0.80), dense=(0.80, 0.80)), HOLDS),
-    ("mpop below dense", L._mpop_on_par_with_dense, _mpop(light=(0.78, 0.78), dense=(0.80, 0.80)), FAILS),
-    ("mpop albert 93", L._mpop_albert_numbers, _mpop(light=(0.925, 0.93), **ALBERT), HOLDS),
-    ("mpop albert 88", L._mpop_albert_numbers, _mpop(light=(0.88, 0.88), **ALBERT), FAILS),
-    ("mpop minilm albert", L._mpop_albert_numbers, _mpop(light=(0.93, 0.93)), UNTESTABLE),
-    ("mpop albert subset", L._mpop_albert_numbers, _mpop(light=(0.93, 0.93), model="albert-base-v2"), UNTESTABLE),
+    ("mpop 9 % trained", mpop.fewer_trained, _mpop(light_trainable=90), HOLDS),
+    ("mpop 20 % trained", mpop.fewer_trained, _mpop(light_trainable=200), FAILS),
+    ("mpop light ~ full", mpop.light_matches_full, _mpop(light=(0.70, 0.72), full=(0.70, 0.71)), HOLDS),
+    ("mpop light << full", mpop.light_matches_full, _mpop(light=(0.60, 0.62), full=(0.70, 0.71)), FAILS),
+    ("mpop light one seed", mpop.light_matches_full, _mpop(light=(0.70,), full=(0.60,), dense=(0.8,)), UNTESTABLE),
+    ("mpop squeeze cut", mpop.squeeze_removes, _mpop(accepted=(True, False)), HOLDS),
+    ("mpop squeeze refused", mpop.squeeze_removes, _mpop(accepted=(False, False)), FAILS),
+    ("mpop on par", mpop.on_par_with_dense, _mpop(light=(0.795, 0.80), dense=(0.80, 0.80)), HOLDS),
+    ("mpop below dense", mpop.on_par_with_dense, _mpop(light=(0.78, 0.78), dense=(0.80, 0.80)), FAILS),
+    ("mpop albert 93", mpop.albert_numbers, _mpop(light=(0.925, 0.93), **ALBERT), HOLDS),
+    ("mpop albert 88", mpop.albert_numbers, _mpop(light=(0.88, 0.88), **ALBERT), FAILS),
+    ("mpop minilm albert", mpop.albert_numbers, _mpop(light=(0.93, 0.93)), UNTESTABLE),
+    ("mpop albert subset", mpop.albert_numbers, _mpop(light=(0.93, 0.93), model="albert-base-v2"), UNTESTABLE),
     # LoBERT
-    ("lobert 50 %", L._lobert_half, _lobert(kept=0.5), HOLDS),
-    ("lobert 30 %", L._lobert_half, _lobert(kept=0.3), FAILS),
-    ("lobert half keep", L._lobert_keeps_quality, _lobert(), HOLDS),
-    ("lobert none keep", L._lobert_keeps_quality, _lobert(modes={"self_svd": (0.77, 0.77), "ffn_svd": (0.70, 0.70)}), FAILS),
-    ("lobert one seed", L._lobert_keeps_quality, _lobert(dense=(0.8,), modes={"self_svd": (0.8,)}), UNTESTABLE),
-    ("lobert pkd helps", L._lobert_pkd_helps, _lobert(kd={"self_svd": (0.77, 0.77)}), HOLDS),
-    ("lobert pkd no help", L._lobert_pkd_helps, _lobert(kd={"self_svd": (0.79, 0.79)}), FAILS),
-    ("lobert pkd one seed", L._lobert_pkd_helps, _lobert(kd={"self_svd": (0.70,)}), UNTESTABLE),
+    ("lobert 50 %", lobert.half_kept, _lobert(kept=0.5), HOLDS),
+    ("lobert 30 %", lobert.half_kept, _lobert(kept=0.3), FAILS),
+    ("lobert half keep", lobert.keeps_quality, _lobert(), HOLDS),
+    ("lobert none keep", lobert.keeps_quality, _lobert(modes={"self_svd": (0.77, 0.77), "ffn_svd": (0.70, 0.70)}), FAILS),
+    ("lobert one seed", lobert.keeps_quality, _lobert(dense=(0.8,), modes={"self_svd": (0.8,)}), UNTESTABLE),
+    ("lobert pkd helps", lobert.pkd_helps, _lobert(kd={"self_svd": (0.77, 0.77)}), HOLDS),
+    ("lobert pkd no help", lobert.pkd_helps, _lobert(kd={"self_svd": (0.79, 0.79)}), FAILS),
+    ("lobert pkd one seed", lobert.pkd_helps, _lobert(kd={"self_svd": (0.70,)}), UNTESTABLE),
     # Noach & Goldberg
-    ("ng minimal loss", L._ng_minimal_loss, _svd(original=0.85), HOLDS),
-    ("ng big loss", L._ng_minimal_loss, _svd(original=0.87), FAILS),
-    ("ng 1.8x", L._ng_speedup, _svd(speedups=(2.0, 1.6)), HOLDS),
-    ("ng 1.2x", L._ng_speedup, _svd(speedups=(1.3, 1.1)), FAILS),
-    ("ng fd then kd", L._ng_fd_then_kd, _svd(), HOLDS),
-    ("ng kd alone", L._ng_fd_then_kd, _svd(cells={("svd", "kd"): (0.84, 0.84), ("svd", "fd"): (0.8, 0.8),
+    ("ng minimal loss", svd.minimal_loss, _svd(original=0.85), HOLDS),
+    ("ng big loss", svd.minimal_loss, _svd(original=0.87), FAILS),
+    ("ng 1.8x", svd.speedup, _svd(speedups=(2.0, 1.6)), HOLDS),
+    ("ng 1.2x", svd.speedup, _svd(speedups=(1.3, 1.1)), FAILS),
+    ("ng fd then kd", svd.fd_then_kd, _svd(), HOLDS),
+    ("ng kd alone", svd.fd_then_kd, _svd(cells={("svd", "kd"): (0.84, 0.84), ("svd", "fd"): (0.8, 0.8),
                                                    ("svd", "fd+kd"): (0.842, 0.842)}), FAILS),
-    ("ng marian close", L._ng_seq2seq, _marian(29.5), HOLDS),
-    ("ng marian far", L._ng_seq2seq, _marian(25.0), FAILS),
-    ("ng tiny marian", L._ng_seq2seq, _marian(29.5, model="tiny-marian"), UNTESTABLE),
-    ("ng probe only", L._ng_seq2seq, _svd(), UNTESTABLE),
+    ("ng marian close", svd.seq2seq_bleu, _marian(29.5), HOLDS),
+    ("ng marian far", svd.seq2seq_bleu, _marian(25.0), FAILS),
+    ("ng tiny marian", svd.seq2seq_bleu, _marian(29.5, model="tiny-marian"), UNTESTABLE),
+    ("ng probe only", svd.seq2seq_bleu, _svd(), UNTESTABLE),
     # FWSVD
-    ("fwsvd untrained", L._fwsvd_untrained, _svd(), HOLDS),
-    ("fwsvd untrained tie", L._fwsvd_untrained, _svd(untrained=((10, 0.70, 0.702), (20, 0.75, 0.80), (30, 0.8, 0.8))), FAILS),
-    ("fwsvd recovered", L._fwsvd_after_recovery, _svd(), HOLDS),
-    ("fwsvd not recovered", L._fwsvd_after_recovery, _svd(cells={("svd", "fd+kd"): (0.84, 0.84), ("fwsvd", "fd+kd"): (0.83, 0.83)}),
+    ("fwsvd untrained", svd.fwsvd_untrained, _svd(), HOLDS),
+    ("fwsvd untrained tie", svd.fwsvd_untrained, _svd(untrained=((10, 0.70, 0.702), (20, 0.75, 0.80), (30, 0.8, 0.8))), FAILS),
+    ("fwsvd recovered", svd.fwsvd_after_recovery, _svd(), HOLDS),
+    ("fwsvd not recovered", svd.fwsvd_after_recovery, _svd(cells={("svd", "fd+kd"): (0.84, 0.84), ("fwsvd", "fd+kd"): (0.83, 0.83)}),
      FAILS),
-    ("fwsvd compact 30 %", L._fwsvd_compact, _svd(compact=((700, 0.845), (900, 0.85))), HOLDS),
-    ("fwsvd compact 5 %", L._fwsvd_compact, _svd(compact=((700, 0.80), (950, 0.85))), FAILS),
-    ("fwsvd not compact", L._fwsvd_compact, _svd(stored=110_000_000, compact=((70_000_000, 0.85),)), UNTESTABLE),
+    ("fwsvd compact 30 %", svd.fwsvd_compact, _svd(compact=((700, 0.845), (900, 0.85))), HOLDS),
+    ("fwsvd compact 5 %", svd.fwsvd_compact, _svd(compact=((700, 0.80), (950, 0.85))), FAILS),
+    ("fwsvd not compact", svd.fwsvd_compact, _svd(stored=110_000_000, compact=((70_000_000, 0.85),)), UNTESTABLE),
     # offline
-    ("offline ae best", L._offline_ae_beats, _offline_grid(ae=0.9), HOLDS),
-    ("offline ae worst", L._offline_ae_beats, _offline_grid(ae=0.55), FAILS),
-    ("offline joint helps", L._offline_joint_helps, _offline_grid(concatenated_bonus=0.05), HOLDS),
-    ("offline joint same", L._offline_joint_helps, _offline_grid(concatenated_bonus=0.0), FAILS),
-    ("offline ae fine-tuned", L._offline_ae_finetuned, _offline(ae=(0.80, 0.80)), HOLDS),
-    ("offline ae loses", L._offline_ae_finetuned, _offline(ae=(0.70, 0.70)), FAILS),
-    ("offline one seed", L._offline_ae_finetuned, _offline(ae=(0.80,), factor=(0.75,)), UNTESTABLE),
-    ("offline ppl", L._offline_perplexity, _offline(ppl={"ae": 10.0, "svd": 12.0, "tucker": 11.0}), HOLDS),
-    ("offline ppl worse", L._offline_perplexity, _offline(ppl={"ae": 13.0, "svd": 12.0}), FAILS),
-    ("offline no ppl", L._offline_perplexity, _offline(), UNTESTABLE),
+    ("offline ae best", offline.ae_beats, _offline_grid(ae=0.9), HOLDS),
+    ("offline ae worst", offline.ae_beats, _offline_grid(ae=0.55), FAILS),
+    ("offline joint helps", offline.joint_helps, _offline_grid(concatenated_bonus=0.05), HOLDS),
+    ("offline joint same", offline.joint_helps, _offline_grid(concatenated_bonus=0.0), FAILS),
+    ("offline ae fine-tuned", offline.ae_finetuned, _offline(ae=(0.80, 0.80)), HOLDS),
+    ("offline ae loses", offline.ae_finetuned, _offline(ae=(0.70, 0.70)), FAILS),
+    ("offline one seed", offline.ae_finetuned, _offline(ae=(0.80,), factor=(0.75,)), UNTESTABLE),
+    ("offline ppl", offline.ae_perplexity, _offline(ppl={"ae": 10.0, "svd": 12.0, "tucker": 11.0}), HOLDS),
+    ("offline ppl worse", offline.ae_perplexity, _offline(ppl={"ae": 13.0, "svd": 12.0}), FAILS),
+    ("offline no ppl", offline.ae_perplexity, _offline(), UNTESTABLE),
     # composability
-    ("comp faster", L._composability_faster, _composability(), HOLDS),
-    ("comp slower", L._composability_faster, _composability(comp_t=(30, 30, None)), FAILS),
-    ("comp better start", L._composability_start, _composability(), HOLDS),
-    ("comp same start", L._composability_start, _composability(comp_start=(0.605, 0.605, 0.7)), FAILS),
-    ("comp t5 faster", L._composability_t5, _composability(s2s_model="t5-small", s2s_task="multi30k"), HOLDS),
-    ("comp t5 slower", L._composability_t5, _composability(s2s_model="t5-small", s2s_task="multi30k",
+    ("comp faster", comp.faster, _composability(), HOLDS),
+    ("comp slower", comp.faster, _composability(comp_t=(30, 30, None)), FAILS),
+    ("comp better start", comp.better_start, _composability(), HOLDS),
+    ("comp same start", comp.better_start, _composability(comp_start=(0.605, 0.605, 0.7)), FAILS),
+    ("comp t5 faster", comp.t5_faster, _composability(s2s_model="t5-small", s2s_task="multi30k"), HOLDS),
+    ("comp t5 slower", comp.t5_faster, _composability(s2s_model="t5-small", s2s_task="multi30k",
                                                            s2s_times=((30, 30, 30), (20, 20, 20))), FAILS),
-    ("comp tiny t5", L._composability_t5, _composability(), UNTESTABLE),
+    ("comp tiny t5", comp.t5_faster, _composability(), UNTESTABLE),
     # re-tested on the comparison (study 06); the mrpc cell ties everywhere and is left out
-    ("cmp fwsvd wins", L._comparison_fwsvd_beats,
+    ("cmp fwsvd wins", cmp.fwsvd_beats,
      _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}), HOLDS),
-    ("cmp fwsvd within half a point", L._comparison_fwsvd_beats,
+    ("cmp fwsvd within half a point", cmp.fwsvd_beats,
      _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.604, 0.75, 0.841)}), FAILS),
-    ("cmp ae beats all", L._comparison_ae_beats,
+    ("cmp ae beats all", cmp.ae_beats,
      _comparison({m: _cells(0.6, 0.6, 0.841) for m in ("svd", "tucker", "kronecker")} | {"autoencoder": _cells(0.7, 0.7, 0.841)}),
      HOLDS),
-    ("cmp ae beaten by one", L._comparison_ae_beats,
+    ("cmp ae beaten by one", cmp.ae_beats,
      _comparison({"svd": _cells(0.6, 0.6, 0.841), "tucker": _cells(0.75, 0.6, 0.841), "kronecker": _cells(0.6, 0.72, 0.841),
                   "autoencoder": _cells(0.7, 0.7, 0.841)}), FAILS),
 ]
@@ -212,7 +227,7 @@ CASES = [
 def test_checks_follow_their_rules(check, record, expected):
     finding = check([record])
     assert finding.verdict == expected, finding.measured
-    assert finding.rule and finding.measured and finding.scale.startswith(record["provenance"]["profile"])
+    assert finding.rule and finding.measured and finding.scale.startswith(record.profile)
 
 
 def test_every_claim_has_a_case_on_each_side():
@@ -226,14 +241,14 @@ def test_every_claim_has_a_case_on_each_side():
 
 def test_untestable_says_what_it_would_need():
     """'not testable' names the model or setting the claim needs, read from the record."""
-    finding = L._mpop_albert_numbers([_mpop(model="minilm")])
+    finding = mpop.albert_numbers([_mpop(model="minilm")])
     assert "minilm" in finding.measured and "albert-base-v2" in finding.measured
-    finding = L._composability_t5([_composability(s2s_model="tiny-t5")])
+    finding = comp.t5_faster([_composability(s2s_model="tiny-t5")])
     assert "tiny-t5" in finding.measured and "t5-small" in finding.measured
 
 
 def test_squeeze_reports_the_last_accepted_cut(tmp_path):
-    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop())
+    _mpop().write(tmp_path, "cpu-t-m")
     table = ledger(tmp_path)
     squeeze = table[table.claim.str.startswith("Dimension squeezing")].iloc[0]
     assert squeeze.verdict == HOLDS and "-> 880" in squeeze.measured
@@ -245,22 +260,22 @@ def test_no_records_means_not_run(tmp_path):
 
 
 def test_offline_claims_count_cells(tmp_path):
-    write_record(tmp_path, "04_offline", "cpu", _offline_grid())
+    _offline_grid().write(tmp_path, "cpu")
     table = ledger(tmp_path).set_index("study")
     assert list(table.loc["04_offline"].verdict)[:2] == [HOLDS, HOLDS]
     assert "4 of 4" in table.loc["04_offline"].measured.iloc[0]  # the infeasible cell is left out
 
 
 def test_smoke_records_are_never_evidence(tmp_path):
-    write_record(tmp_path, "01_mpop", "smoke-t-m", _mpop(profile="smoke", light_trainable=90))
+    _mpop(profile="smoke", light_trainable=90).write(tmp_path, "smoke-t-m")
     row = ledger(tmp_path).iloc[0]
     assert row.verdict == UNTESTABLE and "would read: holds" in row.measured and row.rule.startswith("smoke profile")
 
 
 def test_each_study_is_judged_on_one_profile(tmp_path):
-    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop(light_trainable=90))
-    write_record(tmp_path, "01_mpop", "gpu-t-m", _mpop(profile="gpu", light_trainable=200))
-    write_record(tmp_path, "01_mpop", "smoke-t-m", _mpop(profile="smoke", light_trainable=90))  # sorts last by name
+    _mpop(light_trainable=90).write(tmp_path, "cpu-t-m")
+    _mpop(profile="gpu", light_trainable=200).write(tmp_path, "gpu-t-m")
+    _mpop(profile="smoke", light_trainable=90).write(tmp_path, "smoke-t-m")  # sorts last by name
 
     def first(table):  # the 91 % claim
         return table[table.study == "01_mpop"].iloc[0]
@@ -277,7 +292,7 @@ def test_committed_records_give_every_claim_a_verdict():
     """On the committed results, no claim of a study that has records is 'not run', and every row says why."""
     results = ROOT / "results"
     table = ledger(results)
-    have = {c.study for c in CLAIMS if read_records(results, c.study)}
+    have = {c.study for c in CLAIMS if c.record.read(results)}
     assert have, "no committed records"
     judged = table[table.study.isin(have)]
     assert "not run" not in set(judged.verdict)
@@ -292,13 +307,13 @@ def test_claims_cite_known_papers():
 
 
 def test_findings_refuse_unknown_verdicts():
-    assert "holds" in VERDICTS
+    assert [Finding(v, "", "").verdict for v in VERDICTS] == list(VERDICTS)  # every known verdict is accepted
     with pytest.raises(ValueError, match="verdict"):
         Finding("probably", "", "")
 
 
 def test_verdict_counts_add_up(tmp_path):
-    write_record(tmp_path, "01_mpop", "cpu-t-m", _mpop())
+    _mpop().write(tmp_path, "cpu-t-m")
     counts = L.verdict_counts(ledger(tmp_path))
     assert list(counts.columns) == [*VERDICTS, "claims"]
     assert counts["claims"].sum() == len(CLAIMS)
@@ -308,5 +323,30 @@ def test_verdict_counts_add_up(tmp_path):
 
 def test_comparison_checks_leave_out_tied_cells():
     record = _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)})
-    assert L._wins_over(record, "fwsvd", ("svd",)) == (2, 2, 3)
-    assert "2 of 2 informative cells (3 in all)" in L._comparison_fwsvd_beats([record]).measured
+    assert cmp.wins_over(record, "fwsvd", ("svd",)) == (2, 2, 3)
+    assert "2 of 2 informative cells (3 in all)" in cmp.fwsvd_beats([record]).measured
+
+
+def _offline_errors(ae_error):
+    """One (module, CR, mode) cell scored by relative error (lower is better)."""
+    grid = [{"module": "key", "cr": 3, "mode": "separated", "method": m, "feasible": True, "rel_error": e,
+             "sentence_cosine": 0.5} for m, e in (("ae", ae_error), ("svd", 0.5), ("tucker", 0.6), ("kronecker", 0.7))]
+    return OfflineRecord.from_dict({**_meta(), "grid": grid})
+
+
+def test_offline_rules_on_an_error_measure_count_lower_as_better():
+    """The page reads the same rules on reconstruction: on an error, the autoencoder wins by being lower."""
+    assert offline.ae_wins(_offline_errors(0.3), "rel_error") == (1, 1)
+    assert offline.ae_wins(_offline_errors(0.4995), "rel_error") == (0, 1)  # within the tie threshold
+    assert offline.ae_wins(_offline_errors(0.8), "rel_error") == (0, 1)
+    finding = offline.ae_beats([_offline_errors(0.3)], metric="rel_error")
+    assert finding.verdict == HOLDS and "is below" in finding.rule and "relative Frobenius error" in finding.measured
+    with pytest.raises(ValueError, match="metric must be one of"):
+        offline.ae_wins(_offline_errors(0.3), "accuracy")
+
+
+def test_offline_joint_rule_reads_one_method_when_asked():
+    record = _offline_grid(concatenated_bonus=0.05)
+    assert offline.joint_wins(record) == (10, 10)  # 2 ratios x 5 methods
+    assert offline.joint_wins(record, methods=["ae"]) == (2, 2)
+    assert offline.joint_helps([_offline_grid(concatenated_bonus=0.0)], methods=["ae"]).verdict == FAILS

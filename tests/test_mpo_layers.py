@@ -1,5 +1,9 @@
-"""MPO layers: exact at full bond dimension, exact counts, eval cache, the lightweight protocol,
-ALBERT-base's "91 % fewer fine-tuned parameters", optimizer groups, save/load, dimension squeezing."""
+"""MPO layers: counts and error bound under a bond cap, eval cache, the lightweight protocol,
+ALBERT-base's "91 % fewer fine-tuned parameters", optimizer groups, dimension squeezing.
+
+Exactness at full bond dimension, the forward against ``to_dense()``, exact counts and save/load
+are checked with every other layer in test_layers_common.py.
+"""
 import pytest
 import torch
 import transformers
@@ -9,10 +13,8 @@ from mpstudy import (
     TrainConfig,
     compress,
     count_parameters,
-    load_compressed,
     load_model,
     load_task,
-    save_compressed,
 )
 from mpstudy.factorize import mpo_num_params
 from mpstudy.factorize.mpo import mpo_bond_dims
@@ -27,33 +29,6 @@ from mpstudy.studies.mpop import (
 )
 from mpstudy.surgery import set_submodule
 from mpstudy.targets import resolve_targets
-
-
-@pytest.mark.parametrize("in_f,out_f,dims", [
-    (24, 36, ([2, 3, 6], [2, 3, 4])),   # exact factorization, 3 cores
-    (16, 16, None),                      # default shapes, 5 cores
-    (7, 30, ([2, 3, 5], [2, 2, 2])),    # in=7 padded to 8
-])
-def test_mpo_linear_exact_untruncated(in_f, out_f, dims):
-    torch.manual_seed(0)
-    dense = nn.Linear(in_f, out_f).double()
-    kwargs = {} if dims is None else {"row_dims": dims[0], "col_dims": dims[1]}
-    layer = MPOLinear.from_dense(dense, **kwargs)
-    x = torch.randn(4, in_f, dtype=torch.float64)
-    assert torch.allclose(layer(x), dense(x), atol=1e-10)
-    assert layer.to_dense().shape == dense.weight.shape
-    core_count = mpo_num_params(layer.row_dims, layer.col_dims)
-    assert layer.num_params() == core_count + out_f == sum(p.numel() for p in layer.parameters())
-
-
-def test_mpo_embedding_exact_with_padding():
-    torch.manual_seed(0)
-    dense = nn.Embedding(101, 16, padding_idx=0).double()  # 101 is prime: rows are padded
-    layer = MPOEmbedding.from_dense(dense)
-    assert layer.rows == 101 and torch.tensor(layer.row_dims).prod() > 101
-    ids = torch.tensor([[0, 5, 100], [3, 3, 7]])
-    assert torch.allclose(layer(ids), dense(ids), atol=1e-10)
-    assert layer.num_params() == mpo_num_params(layer.row_dims, layer.col_dims)
 
 
 def test_cap_counts_and_error_bound():
@@ -159,17 +134,6 @@ def test_albert_shared_layer_is_compressed_once():
     model, _ = load_model("tiny-albert", task="synthetic-cls")
     report = compress(model, "mpo", targets="all-linear")
     assert len(report.modules) == 6
-
-
-def test_save_load_identical_logits(tmp_path):
-    model, tok = load_model("tiny-bert", task="synthetic-cls")
-    compress(model, "mpo", targets="all-linear", max_bond=6)
-    compress(model, "mpo", targets="word_embeddings", max_bond=16)
-    save_compressed(model, tmp_path / "m", tokenizer=tok)
-    again = load_compressed(tmp_path / "m")
-    batch = tok(["an mpo model", "reloads exactly"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        assert torch.equal(model.eval()(**batch).logits, again(**batch).logits)
 
 
 def test_cheapest_cut_and_squeeze_trajectory():

@@ -2,7 +2,8 @@
 
 Oracles: parameter counts derived by hand, exactness at full rank, the Van Loan–Pitsianis
 closed form checked against torch.kron and a brute-force search on tiny matrices, TensorLy's
-HOSVD, the HOSVD error bound, and CR arithmetic on MiniLM's shapes (every method within 5 %).
+HOSVD, the HOSVD error bound, and budget arithmetic on MiniLM's shapes at the paper's CRs (keep = 1 / CR;
+every method within 5 %).
 """
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mpstudy.factorize.autoencoder import ae_num_params, ae_sizes_for_cr, rescale_rows, row_loss
-from mpstudy.factorize.budget import CR_TOLERANCE, check_cr, cr_target
+from mpstudy.factorize.autoencoder import ae_num_params, ae_sizes_for_keep, rescale_rows, row_loss
+from mpstudy.factorize.budget import BUDGET_TOLERANCE, check_kept, keep_target
 from mpstudy.factorize.kronecker import (
     kron_rearrange,
     kron_unrearrange,
-    kronecker_plan_for_cr,
+    kronecker_plan_for_keep,
     kronecker_sum_to_dense,
     nearest_kronecker_sum,
     refine_kronecker_sum,
 )
-from mpstudy.factorize.tucker import hosvd, mode_spectra, tucker_decompose, tucker_num_params, tucker_plan_for_cr, tucker_to_tensor
-from mpstudy.layers.lowrank_rows import svd_rank_for_cr
+from mpstudy.factorize.tucker import hosvd, mode_spectra, tucker_decompose, tucker_num_params, tucker_plan_for_keep, tucker_to_tensor
+from mpstudy.layers.lowrank_rows import svd_rank_for_keep
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,37 +31,37 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ----------------------------------------------------------------------------- budgets
 
 
-def test_cr_target_and_errors():
-    assert cr_target(1000, 4) == 250
-    for bad in (1, 0.5, -3, float("nan"), float("inf"), "3", True):
-        with pytest.raises(ValueError, match="must be a number > 1"):
-            cr_target(1000, bad)
-    check_cr("m", "w", 1000, 4, 262)  # 4.8 % off: accepted
-    with pytest.raises(ValueError, match=r"cannot reach cr=4 on w within 5%.*cr 3\.77"):
-        check_cr("m", "w", 1000, 4, 265)
+def test_keep_target_and_errors():
+    assert keep_target(1000, 0.25) == 250
+    for bad in (1, 0, 1.5, -3, float("nan"), float("inf"), "0.3", True, None):
+        with pytest.raises(ValueError, match=r"must be a number in \(0, 1\)"):
+            keep_target(1000, bad)
+    check_kept("m", "w", 1000, 0.25, 262)  # 4.8 % off: accepted
+    with pytest.raises(ValueError, match=r"cannot keep 0.25 \(CR 4\) of w within 5%.*keeps 0\.265"):
+        check_kept("m", "w", 1000, 0.25, 265)
 
 
 # ----------------------------------------------------------------------------- autoencoder
 
 
 def test_ae_sizes_hand_derived():
-    # 6 stacked MiniLM keys (2304 x 384) at cr 10: target 88,473.6 numbers. x solves
+    # 6 stacked MiniLM keys (2304 x 384) at keep 0.1 (CR 10): target 88,473.6 numbers. x solves
     # 10 x^2 + (2304 + 6 + 4*384) x + 2304 + 384 = 88,473.6 -> x = 21.14 -> latent 21, h1 42;
     # fixed = 2304*21 latents + 2304 norms + 21*42 + 42 + 384 (first layer, last bias) = 51,996;
     # h2 = round((88,473.6 - 51,996) / (42 + 1 + 384)) = round(85.4) = 85;
-    # stored = 51,996 + 85 * 427 = 88,291 (cr 10.02).
-    s = ae_sizes_for_cr(2304, 384, 10)
+    # stored = 51,996 + 85 * 427 = 88,291 (CR 10.02).
+    s = ae_sizes_for_keep(2304, 384, 0.1)
     assert (s.latent, s.h1, s.h2, s.enc1, s.enc2) == (21, 42, 85, 168, 84)
     assert s.stored == 88_291 == 2304 * 21 + 2304 + (21 * 42 + 42) + (42 * 85 + 85) + (85 * 384 + 384)
     assert s.decoder_params == (21 * 42 + 42) + (42 * 85 + 85) + (85 * 384 + 384)
-    # the methods digest's examples: word embeddings 30522 x 384 at cr 10 -> latent 35
-    assert ae_sizes_for_cr(30522, 384, 10).latent == 35
+    # the methods digest's examples: word embeddings 30522 x 384 at CR 10 -> latent 35
+    assert ae_sizes_for_keep(30522, 384, 0.1).latent == 35
     assert ae_num_params(3, 2, 1, 2, 1) == 3 + 3 + (2 + 2) + (2 + 1) + (2 + 2)
 
 
 def test_ae_impossible_ratio_names_it():
-    with pytest.raises(ValueError, match=r"autoencoder cannot reach cr=25 on a 64x64 weight.*smallest autoencoder"):
-        ae_sizes_for_cr(64, 64, 25)
+    with pytest.raises(ValueError, match=r"autoencoder cannot keep 0.04 \(CR 25\) of a 64x64 weight.*smallest autoencoder"):
+        ae_sizes_for_keep(64, 64, 0.04)
 
 
 def test_row_loss_and_rescale():
@@ -136,12 +137,12 @@ def test_kronecker_refinement_lowers_the_row_loss():
 
 
 def test_kronecker_plan_counts():
-    p = kronecker_plan_for_cr(384, 384, 10)
+    p = kronecker_plan_for_keep(384, 384, 0.1)
     assert (p.p * p.s, p.q * p.t) == (384, 384) and {p.p, p.s} == {16, 24}  # square-root splits of 384
     assert p.stored == p.rank * (p.p * p.q + p.s * p.t)
-    c = kronecker_plan_for_cr(384, 384, 10, stack=6)
+    c = kronecker_plan_for_keep(384, 384, 0.1, stack=6)
     assert c.stored == c.rank * (6 * c.p * c.q + c.s * c.t)
-    w = kronecker_plan_for_cr(30522, 384, 10)
+    w = kronecker_plan_for_keep(30522, 384, 0.1)
     assert w.p * w.s >= 30522 and w.p * w.s - 30522 <= 0.01 * 30522
 
 
@@ -178,14 +179,14 @@ def test_hosvd_rejects_ranks_beyond_mode_sizes():
 
 def test_tucker_plan_counts_and_clamping():
     assert tucker_num_params((72, 32, 384), (10, 20, 30)) == 10 * 20 * 30 + 72 * 10 + 32 * 20 + 384 * 30
-    plan = tucker_plan_for_cr(384, 384, 10, block=32, stack=6)
+    plan = tucker_plan_for_keep(384, 384, 0.1, block=32, stack=6)
     assert plan.shape == (72, 32, 384)
     assert all(1 <= r <= n for r, n in zip(plan.ranks, plan.shape))
     assert plan.stored == plan.shared + 6 * plan.owned_per_matrix
-    emb = tucker_plan_for_cr(30522, 384, 10, block=384)
+    emb = tucker_plan_for_keep(30522, 384, 0.1, block=384)
     assert emb.shape == (80, 384, 384)  # 30522 rows zero-padded to 80 blocks of 384
     with pytest.raises(ValueError, match="block .* must be an integer"):
-        tucker_plan_for_cr(384, 384, 10, block=0)
+        tucker_plan_for_keep(384, 384, 0.1, block=0)
 
 
 # ----------------------------------------------------------------------------- the CR table (MiniLM shapes)
@@ -194,14 +195,15 @@ MINILM = {"word_embeddings": (30522, 384, 1), "key": (384, 384, 6), "ffn_out": (
 
 
 def _stored(method: str, rows: int, cols: int, stack: int, cr: float) -> int:
+    keep = 1 / cr
     if method == "ae":
-        return ae_sizes_for_cr(stack * rows, cols, cr).stored
+        return ae_sizes_for_keep(stack * rows, cols, keep).stored
     if method == "kronecker":
-        return kronecker_plan_for_cr(rows, cols, cr, stack=stack).stored
+        return kronecker_plan_for_keep(rows, cols, keep, stack=stack).stored
     if method == "tucker":
-        return tucker_plan_for_cr(rows, cols, cr, block=cols if rows == 30522 else 32, stack=stack).stored
+        return tucker_plan_for_keep(rows, cols, keep, block=cols if rows == 30522 else 32, stack=stack).stored
     if method == "svd":
-        return svd_rank_for_cr(rows, cols, cr, stack=stack) * (stack * rows + cols)
+        return svd_rank_for_keep(rows, cols, keep, stack=stack) * (stack * rows + cols)
     if method == "prune":
         return round(stack * rows * cols / cr)
     raise AssertionError(method)
@@ -217,14 +219,14 @@ def test_every_method_hits_the_ratio_on_minilm_shapes(method, module, mode, cr):
         stored, entries = _stored(method, rows, cols, 1, cr), rows * cols
     else:
         stored, entries = _stored(method, rows, cols, layers, cr), layers * rows * cols
-    assert abs(entries / stored - cr) / cr <= CR_TOLERANCE / (1 - CR_TOLERANCE)
-    assert abs(stored - entries / cr) <= CR_TOLERANCE * entries / cr
+    assert abs(entries / stored - cr) / cr <= BUDGET_TOLERANCE / (1 - BUDGET_TOLERANCE)
+    assert abs(stored - entries / cr) <= BUDGET_TOLERANCE * entries / cr
 
 
 def test_svd_rank_rounds_instead_of_flooring():
-    # 384 x 384 at cr 25: 147,456 / 25 = 5,898.24 numbers, 768 per rank -> 7.68: floor 7 stores 5,376
-    # (cr 27.4, 9.7 % off: refused by the 5 % rule), rounding to 8 stores 6,144 (cr 24.0)
-    assert svd_rank_for_cr(384, 384, 25) == 8
+    # 384 x 384 at keep 0.04 (CR 25): 147,456 / 25 = 5,898.24 numbers, 768 per rank -> 7.68: floor 7 stores
+    # 5,376 (CR 27.4, 9.7 % off: refused by the 5 % rule), rounding to 8 stores 6,144 (CR 24.0)
+    assert svd_rank_for_keep(384, 384, 0.04) == 8
     assert 384 * 384 / (7 * 768) == pytest.approx(27.43, abs=0.01)
-    with pytest.raises(ValueError, match=r"svd cannot reach cr=25 on a 64x64 weight.*rank 1 is the nearest"):
-        svd_rank_for_cr(64, 64, 25)  # 163.8 numbers: rank 1 stores 128 (cr 32), rank 2 256 (cr 16)
+    with pytest.raises(ValueError, match=r"svd cannot keep 0.04 \(CR 25\) of a 64x64 weight.*rank 1 is the nearest"):
+        svd_rank_for_keep(64, 64, 0.04)  # 163.8 numbers: rank 1 stores 128 (CR 32), rank 2 256 (CR 16)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mpstudy.factorize import factorize_dim, mpo_decompose, mpo_num_params, padded_factorization, truncated_svd
 from mpstudy.factorize.kronecker import kron_rearrange, kronecker_sum_to_dense, nearest_kronecker_sum
-from mpstudy.factorize.svd import max_saving_rank, rank_for_ratio, svd_num_params
+from mpstudy.factorize.svd import max_saving_rank, rank_for_keep, svd_num_params
 from mpstudy.factorize.tucker import hosvd, mode_eigh, tucker_num_params, tucker_to_tensor
 from mpstudy.layers import LowRankLinear
 from mpstudy.layers.mpo import MPOLinear
@@ -61,9 +61,9 @@ def test_svd_full_rank_is_exact(m, n, seed):
 
 @SETTINGS
 @given(st.integers(1, 40), st.integers(1, 40), st.floats(0.01, 1.0))
-def test_svd_ratio_rank_and_counts(m, n, ratio):
-    r = rank_for_ratio(m, n, ratio)
-    assert r >= 1 and (r == 1 or svd_num_params(m, n, r) <= ratio * m * n)
+def test_svd_keep_rank_and_counts(m, n, keep):
+    r = rank_for_keep(m, n, keep)
+    assert r >= 1 and (r == 1 or svd_num_params(m, n, r) <= keep * m * n)
     assert svd_num_params(m, n, max_saving_rank(m, n)) < m * n <= svd_num_params(m, n, max_saving_rank(m, n) + 1)
 
 

@@ -10,10 +10,10 @@ from torch.nn.utils import prune as torch_prune
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from mpstudy import count_parameters, load_model
+from mpstudy.factorize.budget import check_keep
 from mpstudy.prune import (
     PrunedT5Attention,
     attention_num_heads,
-    check_keep_ratio,
     clone_module,
     compose,
     finalize_pruning,
@@ -62,9 +62,9 @@ def _bert_batch(tok):
 
 
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, "0.5", True, None])
-def test_keep_ratio_errors_name_the_value(bad):
-    with pytest.raises(ValueError, match="fraction KEPT") as err:
-        check_keep_ratio(bad)
+def test_keep_errors_name_the_value(bad):
+    with pytest.raises(ValueError, match="the fraction of the weights kept") as err:
+        check_keep(bad)
     assert repr(bad) in str(err.value)
 
 
@@ -74,7 +74,7 @@ def test_heads_to_prune_follow_the_original_rounding(heads, keep, expected):
     assert num_heads_to_prune(heads, keep) == expected  # floor(H * (1 - keep) + 0.5)
 
 
-def test_a_keep_ratio_that_removes_every_head_is_refused():
+def test_a_keep_that_removes_every_head_is_refused():
     with pytest.raises(ValueError, match="remove all 4 heads"):
         num_heads_to_prune(4, 0.1)
 

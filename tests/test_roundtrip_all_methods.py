@@ -32,25 +32,27 @@ BUDGETS: dict[str, tuple[str, str, str, Budget]] = {
     "svd": ("tiny-bert", "synthetic-cls", "all-linear", {"rank": 4}),
     "mpo": ("tiny-bert", "synthetic-cls", "all-linear,word_embeddings", {"max_bond": 4}),
     "fwsvd": ("tiny-bert", "synthetic-cls", "all-linear", lambda m: {"rank": 4, "fisher": _uniform_fisher(m, "all-linear")}),
-    "offline-svd": ("tiny-bert", "synthetic-cls", "key,ffn_out", {"cr": 3, "mode": "concatenated"}),
-    "offline-kronecker": ("tiny-bert", "synthetic-cls", "key,ffn_out", {"cr": 3, "mode": "concatenated"}),
-    "offline-tucker": ("tiny-bert", "synthetic-cls", "key,ffn_out", {"cr": 3, "mode": "concatenated"}),
-    "offline-prune": ("tiny-bert", "synthetic-cls", "all-linear", {"cr": 3}),
-    "offline-ae": ("tiny-bert", "synthetic-cls", "key", {"cr": 3, "epochs": 1, "mode": "concatenated"}),
-    "lobert-self_svd": ("tiny-bert", "synthetic-cls", "qkv", {"ratio": 0.5}),
-    "lobert-ffn_svd": ("tiny-bert", "synthetic-cls", "ffn", {"ratio": 0.5}),
-    "lobert-self_tuckerlayer": ("tiny-bert", "synthetic-cls", "qkv", {"ratio": 0.5}),
-    "lobert-self_tuckervertical": ("tiny-bert", "synthetic-cls", "qkv", {"ratio": 0.5}),
+    "offline-svd": ("tiny-bert", "synthetic-cls", "key,ffn_out", {"keep": 1 / 3, "mode": "concatenated"}),
+    "offline-kronecker": ("tiny-bert", "synthetic-cls", "key,ffn_out", {"keep": 1 / 3, "mode": "concatenated"}),
+    "offline-tucker": ("tiny-bert", "synthetic-cls", "key,ffn_out", {"keep": 1 / 3, "mode": "concatenated"}),
+    "offline-prune": ("tiny-bert", "synthetic-cls", "all-linear", {"keep": 1 / 3}),
+    "offline-ae": ("tiny-bert", "synthetic-cls", "key", {"keep": 1 / 3, "epochs": 1, "mode": "concatenated"}),
+    "lobert-self_svd": ("tiny-bert", "synthetic-cls", "qkv", {"keep": 0.5}),
+    "lobert-ffn_svd": ("tiny-bert", "synthetic-cls", "ffn", {"keep": 0.5}),
+    "lobert-self_tuckerlayer": ("tiny-bert", "synthetic-cls", "qkv", {"keep": 0.5}),
+    "lobert-self_tuckervertical": ("tiny-bert", "synthetic-cls", "qkv", {"keep": 0.5}),
     "lobert-self_tucker_4d": ("tiny-bert", "synthetic-cls", "qkv", {}),
-    "lobert-ffn_tuckervertical": ("tiny-bert", "synthetic-cls", "ffn", {"ratio": 0.5}),
+    "lobert-ffn_tuckervertical": ("tiny-bert", "synthetic-cls", "ffn", {"keep": 0.5}),
     "lobert-self_falconlayer": ("tiny-bert", "synthetic-cls", "qkv", {}),
     "lobert-self_falconvertical": ("tiny-bert", "synthetic-cls", "qkv", {}),
     "lobert-self_falcon_4d": ("tiny-bert", "synthetic-cls", "qkv", {}),
+    "falcon": ("tiny-bert", "synthetic-cls", "all-linear", {"keep": 0.5}),
+    "prune-heads": ("tiny-bert", "synthetic-cls", "all-linear", {"keep": 0.5}),
 }
 
 #: what a method without a row tries, in order: (targets, budget)
 GUESSES = [(targets, budget) for targets in ("all-linear", "qkv", "ffn")
-           for budget in ({"cr": 2}, {"ratio": 0.5}, {"max_bond": 4}, {"rank": 4}, {})]
+           for budget in ({"keep": 0.5}, {"max_bond": 4}, {"rank": 4}, {})]
 
 
 def _compress(model: nn.Module, method: str):
@@ -77,7 +79,12 @@ def _logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return out.logits
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+#: methods whose models save_compressed cannot rebuild yet, with the reason (strict: a fix must remove the entry)
+NOT_YET: dict[str, str] = {}  # method -> why its save/load round trip cannot hold yet (strict xfail)
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.xfail(reason=NOT_YET[m], strict=True))
+                                    if m in NOT_YET else m for m in sorted(METHODS)])
 def test_save_load_identical_logits(tmp_path, method):
     spec, task = BUDGETS.get(method, ("tiny-bert", "synthetic-cls", None, None))[:2]
     model, tokenizer = load_model(spec, task=task, seed=0)

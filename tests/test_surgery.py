@@ -21,7 +21,7 @@ def _batch(tokenizer):
 def test_report_accounting(tiny_bert):
     model, _ = tiny_bert
     before = count_parameters(model)["stored"]
-    report = compress(model, "svd", targets="all-linear", ratio=0.5)
+    report = compress(model, "svd", targets="all-linear", keep=0.5)
     # tiny-bert: hidden 64, FFN 128, 2 layers. Square 64x64: r = floor(0.5*64*64/128) = 16;
     # 128x64 and 64x128: r = floor(0.5*128*64/192) = 21.
     square, rect = 16 * 128 + 64, 21 * 192  # factor weights + bias (ffn_in bias 128, ffn_out bias 64)
@@ -48,19 +48,32 @@ def test_rel_error_matches_tail_singular_values(tiny_bert):
     assert report.modules[0]["rel_error"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_full_rank_compression_keeps_logits(tiny_bert):
-    model, tokenizer = tiny_bert
-    batch = _batch(tokenizer)
-    before = model(**batch).logits
-    compress(model, "svd", targets="all-linear", rank=64, allow_no_saving=True)
-    assert torch.allclose(model(**batch).logits, before, atol=1e-4)
+def test_ratio_is_a_deprecated_alias_of_keep(tiny_bert, monkeypatch):
+    """``compress(..., ratio=)`` (the Contract's old keyword) builds what ``keep=`` builds and warns once."""
+    import copy
+    import warnings
+
+    import mpstudy.surgery
+
+    monkeypatch.setattr(mpstudy.surgery, "_WARNED", set())
+    model, _ = tiny_bert
+    new, old, again = copy.deepcopy(model), copy.deepcopy(model), copy.deepcopy(model)
+    by_keep = compress(new, "svd", keep=0.5)
+    with pytest.warns(DeprecationWarning, match=r"ratio=\) is deprecated: the budget is keep="):
+        by_ratio = compress(old, "svd", ratio=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second use is silent
+        compress(again, "svd", ratio=0.5)
+    assert by_ratio.budget == by_keep.budget == {"keep": 0.5} and by_ratio.modules == by_keep.modules
+    with pytest.raises(ValueError, match="give keep= only"):
+        compress(copy.deepcopy(model), "svd", keep=0.5, ratio=0.4)
 
 
 def test_bad_requests_leave_model_untouched(tiny_bert):
     model, _ = tiny_bert
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="unknown method 'svdd'"):
-        compress(model, "svdd", ratio=0.5)
+        compress(model, "svdd", keep=0.5)
     with pytest.raises(ValueError, match=r"does not take \['max_bond'\]"):
         compress(model, "svd", max_bond=4)
     with pytest.raises(ValueError, match="got 0"):
@@ -79,7 +92,7 @@ def test_bad_requests_leave_model_untouched(tiny_bert):
                                        ("tiny-t5", "synthetic-seq2seq"), ("tiny-marian", "synthetic-seq2seq")])
 def test_save_load_gives_identical_logits(tmp_path, spec, task):
     model, tokenizer = load_model(spec, task=task)
-    compress(model, "svd", targets="all-linear", ratio=0.4)
+    compress(model, "svd", targets="all-linear", keep=0.4)
     save_compressed(model, tmp_path / "m", tokenizer=tokenizer)
     reloaded = load_compressed(tmp_path / "m")
     batch = _batch(tokenizer)
@@ -144,7 +157,7 @@ def test_offline_layers_save_load_identical_logits(tmp_path, method, budget, mod
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small decompositions: on 2 shared cores one thread is many times faster
     try:
-        compress(model, method, targets="key,ffn_out,word_embeddings", cr=3, mode=mode, **budget)
+        compress(model, method, targets="key,ffn_out,word_embeddings", keep=1 / 3, mode=mode, **budget)
     finally:
         torch.set_num_threads(threads)
     save_compressed(model, tmp_path / "m", tokenizer=tokenizer)
@@ -160,3 +173,28 @@ def test_offline_layers_save_load_identical_logits(tmp_path, method, budget, mod
     twice = load_compressed(tmp_path / "m")  # a second load shares nothing with the first
     if isinstance(keys[0], GroupMemberLayer):
         assert twice.bert.encoder.layer[1].attention.self.key.shared_module is not keys[1].shared_module
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers' cache-argument deprecation inside T5Attention
+def test_head_pruned_t5_and_pruned_ffn_reload_bit_for_bit(tmp_path):
+    """Physically removed heads (T5's relative bias included) and FFN neurons are in the manifest."""
+    from mpstudy.prune import prunable_modules, prune_attention, prune_ffn_neurons
+
+    model, _ = load_model("tiny-t5", task="multi30k")
+    for pm in prunable_modules(model):
+        if pm.kind == "attention":
+            prune_attention(pm.module, 0.5)
+    ffn = model.encoder.block[0].layer[1].DenseReluDense
+    ffn.wi, ffn.wo, _ = prune_ffn_neurons(ffn.wi, ffn.wo, 0.5)
+    ids = torch.randint(5, 100, (2, 7), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=ids, decoder_input_ids=ids).logits
+    save_compressed(model, tmp_path / "t5")
+    manifest = json.loads((tmp_path / "t5" / MANIFEST).read_text())
+    assert manifest["resized_linears"] == {"encoder.block.0.layer.1.DenseReluDense.wi": [ffn.wi.out_features, ffn.wi.in_features, False],
+                                           "encoder.block.0.layer.1.DenseReluDense.wo": [ffn.wo.out_features, ffn.wo.in_features, False]}
+    assert len(manifest["pruned_heads"]) == sum(pm.kind == "attention" for pm in prunable_modules(model))
+    again = load_compressed(tmp_path / "t5")
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=ids, decoder_input_ids=ids).logits, before)

@@ -1,9 +1,13 @@
-"""Truncated SVD and LowRankLinear against their oracles: Eckart–Young, full-rank exactness, counts."""
+"""Truncated SVD and LowRankLinear against their oracles: Eckart–Young, full-rank exactness, counts.
+
+The layer-level checks every layer shares (forward, count, full rank, save/load) are in
+test_layers_common.py.
+"""
 import pytest
 import torch
 from torch import nn
 
-from mpstudy.factorize import max_saving_rank, rank_for_ratio, svd_num_params, truncated_svd
+from mpstudy.factorize import max_saving_rank, rank_for_keep, svd_num_params, truncated_svd
 from mpstudy.layers import LowRankLinear
 
 SHAPES = [(8, 8), (12, 5), (5, 12), (64, 256)]
@@ -55,44 +59,31 @@ def test_rank_arithmetic():
     assert max_saving_rank(3072, 768) == 614
     assert max_saving_rank(512, 512) == 255
     assert svd_num_params(768, 768, 245) == 245 * 1536
-    assert rank_for_ratio(384, 1536, 0.5) == int(0.5 * 384 * 1536 / 1920)
-    assert rank_for_ratio(4, 4, 0.01) == 1  # never below 1
-    with pytest.raises(ValueError, match="ratio"):
-        rank_for_ratio(4, 4, 1.5)
+    assert rank_for_keep(384, 1536, 0.5) == int(0.5 * 384 * 1536 / 1920)
+    assert rank_for_keep(4, 4, 0.01) == 1  # never below 1
+    with pytest.raises(ValueError, match=r"keep .* must be a number in \(0, 1\], got 1.5"):
+        rank_for_keep(4, 4, 1.5)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("in_f,out_f", [(16, 16), (16, 40), (40, 16)])
-def test_low_rank_linear_is_exact_at_full_rank(in_f, out_f, bias):
-    torch.manual_seed(0)
-    dense = nn.Linear(in_f, out_f, bias=bias).double()
-    layer = LowRankLinear.from_dense(dense, rank=min(in_f, out_f), allow_no_saving=True)
-    x = torch.randn(3, 7, in_f, dtype=torch.float64)
-    assert torch.allclose(layer(x), dense(x), atol=1e-10)
-    assert torch.allclose(layer.to_dense(), dense.weight, atol=1e-10)
-
-
-def test_low_rank_linear_counts_and_forward():
+def test_low_rank_linear_holds_the_truncated_svd():
+    """The layer's factors are truncated_svd's (its forward, counts, exactness at full rank and
+    save/load are checked with every other layer in test_layers_common.py)."""
     dense = nn.Linear(384, 1536)
     layer = LowRankLinear.from_dense(dense, rank=32)
-    expected = 32 * (384 + 1536) + 1536  # factors + bias
-    assert layer.num_params() == expected == sum(p.numel() for p in layer.parameters())
-    x = torch.randn(2, 384)
-    assert torch.allclose(layer(x), x @ layer.to_dense().T + dense.bias, atol=1e-5)
     A, B = truncated_svd(dense.weight, 32)
     assert torch.allclose(layer.to_dense(), A @ B, atol=1e-6)
 
 
-def test_low_rank_linear_ratio_and_refusals():
+def test_low_rank_linear_keep_and_refusals():
     dense = nn.Linear(64, 64)
-    assert LowRankLinear.from_dense(dense, ratio=0.5).rank == 16
+    assert LowRankLinear.from_dense(dense, keep=0.5).rank == 16
     with pytest.raises(ValueError, match="saves nothing"):
         LowRankLinear.from_dense(dense, rank=32)  # 32 * 128 = 64 * 64: no saving
     assert LowRankLinear.from_dense(dense, rank=32, allow_no_saving=True).rank == 32
-    with pytest.raises(ValueError, match="exactly one of rank= or ratio="):
+    with pytest.raises(ValueError, match="exactly one of rank= or keep="):
         LowRankLinear.from_dense(dense)
-    with pytest.raises(ValueError, match="exactly one of rank= or ratio="):
-        LowRankLinear.from_dense(dense, rank=4, ratio=0.5)
+    with pytest.raises(ValueError, match="exactly one of rank= or keep="):
+        LowRankLinear.from_dense(dense, rank=4, keep=0.5)
     with pytest.raises(ValueError, match="got 0"):
         LowRankLinear.from_dense(dense, rank=0)
     with pytest.raises(ValueError, match="got 65"):

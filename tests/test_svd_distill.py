@@ -4,6 +4,7 @@ import copy
 import json
 
 import pytest
+import torch
 from torch import nn
 
 from mpstudy import TrainConfig, compress, count_parameters, load_model, load_task
@@ -41,18 +42,22 @@ def test_rank_rule_r_below_nd_over_n_plus_d():
 
 def test_rank_for_budget_by_hand(tiny_bert):
     model, _ = tiny_bert
-    # r = floor(budget * sum mn / sum (m + n)), the same for both layers
+    # r = floor(keep * sum mn / sum (m + n)), the same for both layers
     assert rank_for_budget(model, "all-linear", 0.5) == int(0.5 * PER_LAYER_WEIGHTS // PER_LAYER_WIDTH) == 18
     assert rank_for_budget(model, "ffn", 0.5) == int(0.5 * 2 * 64 * 128 // (2 * 192)) == 21
     with pytest.raises(ValueError, match="saves nothing on a 64x64 matrix"):
         rank_for_budget(model, "all-linear", 0.9)  # r = 32 >= 64 * 64 / 128
-    with pytest.raises(ValueError, match=r"budget must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"keep .* must be a number in \(0, 1\), got 1.5"):
         rank_for_budget(model, "all-linear", 1.5)
 
 
 def test_config_validation_and_the_seed_config(tiny_bert):
-    with pytest.raises(ValueError, match="exactly one of rank=, ratio= or budget="):
-        SvdDistillConfig(rank=8, ratio=0.5)
+    with pytest.raises(ValueError, match="exactly one of rank= or keep="):
+        SvdDistillConfig(rank=8, keep=0.5)
+    with pytest.raises(ValueError, match="per_matrix=True chooses a rank per matrix from keep="):
+        SvdDistillConfig(rank=8, per_matrix=True)
+    with pytest.raises(ValueError, match=r"keep .* must be a number in \(0, 1\), got 1"):
+        SvdDistillConfig(keep=1)
     with pytest.raises(ValueError, match="exactly one"):
         SvdDistillConfig()
     with pytest.raises(ValueError, match="method must be one of"):
@@ -94,7 +99,7 @@ def test_decompose_targets(tiny_bert):
 def test_pipeline_on_a_classifier(tiny_bert, cls_task, tmp_path):
     model, tok = tiny_bert
     fingerprint = model_fingerprint(model)
-    config = SvdDistillConfig(budget=0.5, plan="fd+kd", fd_lr=1e-3, kd_lr=1e-3, fd_epochs=1, kd_epochs=1,
+    config = SvdDistillConfig(keep=0.5, plan="fd+kd", fd_lr=1e-3, kd_lr=1e-3, fd_epochs=1, kd_epochs=1,
                               feature_layers=["hidden", "attention", "context"], method="fwsvd", fisher_examples=32)
     train_config = TrainConfig(batch_size=32, max_length=32, progress=False)
     student, record = compress_and_distill(model, tok, cls_task, config, train_config, cache_dir=tmp_path)
@@ -115,7 +120,7 @@ def test_pipeline_on_a_classifier(tiny_bert, cls_task, tmp_path):
 def test_pipeline_on_encoder_decoders(spec, tmp_path):
     task = load_task("synthetic-seq2seq", max_train=32, max_eval=8)
     model, tok = load_model(spec, task=task, seed=0)
-    config = SvdDistillConfig(ratio=0.5, plan="fd+kd", fd_lr=1e-3, kd_lr=1e-3, alpha=0.5, temperature=2.0)
+    config = SvdDistillConfig(keep=0.5, per_matrix=True, plan="fd+kd", fd_lr=1e-3, kd_lr=1e-3, alpha=0.5, temperature=2.0)
     train_config = TrainConfig(batch_size=16, max_length=32, max_new_tokens=8, progress=False)
     student, record = compress_and_distill(model, tok, task, config, train_config, cache_dir=tmp_path)
     assert "bleu" in record["offline"] and "bleu" in record["final"]
@@ -140,10 +145,11 @@ def test_module_errors_and_flops_by_hand(tiny_bert, cls_task):
     batch = dummy_batch(tok, batch_size=2, seq_len=16)
     saved = 2 * 32 * 2 * (PER_LAYER_WEIGHTS - 8 * PER_LAYER_WIDTH)
     assert count_flops(model, batch) - count_flops(svd_student, batch) == saved
-    rows = rank_latency_curve(model, batch, ranks=[8, 16], repeats=2, warmup=1)
+    threads = torch.get_num_threads()
+    rows = rank_latency_curve(model, batch, ranks=[8, 16], repeats=2, warmup=1, threads=1)
     assert [r["rank"] for r in rows] == [8, 16]
     assert rows[0]["flop_ratio"] == pytest.approx(1 - saved / count_flops(model, batch))
-    assert all(r["speedup"] > 0 and r["dense_ms"] > 0 for r in rows)
+    assert all(r["threads"] == 1 for r in rows) and torch.get_num_threads() == threads
 
 
 def test_parallel_csv(tmp_path):
@@ -194,7 +200,7 @@ def test_train_step_seconds_leaves_the_model_alone(tiny_bert, cls_task):
     model, tok = tiny_bert
     fingerprint = model_fingerprint(model)
     probe = train_step_seconds(model, tok, cls_task, steps=2, batch_size=16, max_length=32)
-    assert probe["steps_measured"] == 2 and probe["step_seconds"] > 0 and probe["steps_per_epoch"] == 4
+    assert probe["steps_measured"] == 2 and probe["steps_per_epoch"] == 4
     assert probe["epoch_seconds"] == pytest.approx(4 * probe["step_seconds"])
     assert model_fingerprint(model) == fingerprint
     with pytest.raises(ValueError, match="steps must be a positive int"):

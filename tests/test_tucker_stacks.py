@@ -66,7 +66,7 @@ def test_stack_matrix_is_the_slice_of_the_full_tensor():
 
 
 def test_lobert_ranks_and_counts_on_bert_base_shapes():
-    """ratio=0.5 (and 7/24 for the 4-D stack) gives LoBERT's own ranks; counts as in the digest's table."""
+    """keep=0.5 (and 7/24 for the 4-D stack) gives LoBERT's own ranks; counts as in the digest's table."""
     d, f = 768, 3072
     assert default_stack_ranks([3, 12]) == [2, 8]
     cases = [((3, d, d), 1, 0.5, [2, 384, 384], 884_742),
@@ -101,7 +101,7 @@ def test_bad_ranks_and_ratios_are_named():
         tucker_stack(X, [2, 8])
     with pytest.raises(ValueError, match=r"n_iter .* got -1"):
         tucker_stack(X, [2, 4, 4], n_iter=-1)
-    with pytest.raises(ValueError, match=r"ratio .* must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"keep .* must be a number in \(0, 1\], got 1.5"):
         tucker_stack_ranks((3, 8, 8), 1.5, 1)
-    with pytest.raises(ValueError, match=r"no Tucker ranks keep ratio=0.001 of a stack shaped \(3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"no Tucker ranks keep 0.001 of a stack shaped \(3, 8, 8\)"):
         tucker_stack_ranks((3, 8, 8), 0.001, 1)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .budget import CR_TOLERANCE, check_cr, cr_target, relative_miss
+from .budget import BUDGET_TOLERANCE, check_kept, keep_target, relative_miss
 
-__all__ = ["AESizes", "ae_num_params", "ae_sizes_for_cr", "row_loss", "rescale_rows", "COS_WEIGHT"]
+__all__ = ["AESizes", "ae_num_params", "ae_sizes_for_keep", "row_loss", "rescale_rows", "COS_WEIGHT"]
 
 #: weight of ``mean(1 - cos)`` in the loss; RMSE gets ``1 - COS_WEIGHT`` (the original's 0.9091 / 0.0909)
 COS_WEIGHT = 10 / 11
@@ -64,24 +64,24 @@ class AESizes:
         return self.stored - self.rows * (self.latent + 1)
 
 
-def ae_sizes_for_cr(rows: int, cols: int, cr: float, what: str | None = None) -> AESizes:
-    """Autoencoder sizes whose stored numbers are within 5 % of ``rows * cols / cr``.
+def ae_sizes_for_keep(rows: int, cols: int, keep: float, what: str | None = None) -> AESizes:
+    """Autoencoder sizes whose stored numbers are within 5 % of ``keep * rows * cols``.
 
     The original's shape family is kept: decoder ``x -> 2x -> 4x -> cols`` and encoder
     ``cols -> 8x -> 4x -> x`` with ``x = latent``. Solving ``10 x^2 + (rows + 6 + 4 cols) x +
-    rows + cols = rows cols / cr`` (that family's stored count) gives ``x``; ``latent`` is its
+    rows + cols = keep rows cols`` (that family's stored count) gives ``x``; ``latent`` is its
     rounding and ``h1 = 2 latent``; then the widest decoder layer ``h2`` (each unit costs
     ``h1 + 1 + cols`` numbers) is solved for so the total lands on the target, which rounding
-    ``x`` alone cannot do at high ratios (one more latent unit costs a whole column of ``rows``).
-    Example (hand-checked in the tests): 6 stacked MiniLM keys, 2304 x 384 at cr 10 -> latent 21,
-    decoder 21 -> 42 -> 85 -> 384, 88,291 numbers (cr 10.02).
+    ``x`` alone cannot do at small ``keep`` (one more latent unit costs a whole column of ``rows``).
+    Example (hand-checked in the tests): 6 stacked MiniLM keys, 2304 x 384 at keep 0.1 (CR 10) -> latent 21,
+    decoder 21 -> 42 -> 85 -> 384, 88,291 numbers (keeps 0.0998).
 
     Raises:
-        ValueError: ``cr`` not > 1, or no such sizes within 5 % (the message names the cr and the
-            largest ratio reachable: even ``latent = 1`` stores ``2 rows + ...`` numbers).
+        ValueError: ``keep`` not in (0, 1), or no such sizes within 5 % (the message names ``keep`` and
+            the smallest fraction reachable: even ``latent = 1`` stores ``2 rows + ...`` numbers).
     """
     what = what or f"a {rows}x{cols} weight"
-    target = cr_target(rows * cols, cr)
+    target = keep_target(rows * cols, keep)
     b = rows + 6 + 4 * cols
     x = (-b + math.sqrt(b * b + 40 * max(target - rows - cols, 0.0))) / 20
     best: AESizes | None = None
@@ -93,13 +93,13 @@ def ae_sizes_for_cr(rows: int, cols: int, cr: float, what: str | None = None) ->
         sizes = AESizes(rows, cols, latent, h1, h2, enc1=8 * latent, enc2=4 * latent)
         if best is None or relative_miss(sizes.stored, target) < relative_miss(best.stored, target):
             best = sizes
-        if relative_miss(best.stored, target) <= CR_TOLERANCE:
+        if relative_miss(best.stored, target) <= BUDGET_TOLERANCE:
             break
     smallest = ae_num_params(rows, cols, 1, 2, 1)
     hint = (f"; the smallest autoencoder (latent 1, decoder 1 -> 2 -> 1 -> {cols}) stores {smallest:,} numbers "
-            f"(cr {rows * cols / smallest:.3g})")
-    check_cr("autoencoder", what, rows * cols, cr, best.stored, hint)
-    assert relative_miss(best.stored, target) <= CR_TOLERANCE
+            f"(keeps {smallest / (rows * cols):.3g})")
+    check_kept("autoencoder", what, rows * cols, keep, best.stored, hint)
+    assert relative_miss(best.stored, target) <= BUDGET_TOLERANCE
     return best
 
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 
 import torch
-from .budget import CR_TOLERANCE
+from .budget import BUDGET_TOLERANCE, check_keep
 
-__all__ = ["LAYOUTS", "falcon_slices", "falcon_fit", "falcon_to_stack", "falcon_num_params", "falcon_max_k", "falcon_k_for_ratio",
+__all__ = ["LAYOUTS", "falcon_slices", "falcon_fit", "falcon_to_stack", "falcon_num_params", "falcon_max_k", "falcon_k_for_keep",
            "falcon_sgd_fit"]
 
 LAYOUTS = ("rows", "matrix")
@@ -153,21 +153,20 @@ def falcon_sgd_fit(X: torch.Tensor, k: int = 1, layout: str = "rows", steps: int
     return scale.detach().to(X.dtype), basis.detach().to(X.dtype), losses
 
 
-def falcon_k_for_ratio(shape: tuple[int, int, int], ratio: float, layout: str = "rows") -> int:
-    """The ``k`` whose fit of a ``(T, R, C)`` stack keeps the fraction ``ratio`` of its weights (within 5 %).
+def falcon_k_for_keep(shape: tuple[int, int, int], keep: float, layout: str = "rows") -> int:
+    """The ``k`` whose fit of a ``(T, R, C)`` stack keeps the fraction ``keep`` of its weights (within 5 %).
 
     Each product adds ``falcon_num_params(shape, 1, layout)`` numbers, so ``k`` is the nearest
-    multiple; a ratio no ``k`` reaches within 5 % is refused with the nearest achievable fraction.
+    multiple; a fraction no ``k`` reaches within 5 % is refused with the nearest achievable one.
     """
 
     _check_layout(layout)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ValueError(f"ratio is the kept fraction of the stack's weights and must be in (0, 1], got {ratio!r}")
+    keep = check_keep(keep)
     dense = math.prod(shape)
     per_k = falcon_num_params(shape, 1, layout)
     kmax = falcon_max_k(shape, layout)
-    k = min(max(1, round(ratio * dense / per_k)), kmax)
-    if abs(k * per_k - ratio * dense) / (ratio * dense) > CR_TOLERANCE:
-        raise ValueError(f"no FALCON k keeps ratio={ratio:g} of a {layout!r} stack shaped {tuple(shape)} within "
-                         f"{CR_TOLERANCE:.0%}: each product keeps {per_k / dense:.3f}, k={k} keeps {k * per_k / dense:.3f}")
+    k = min(max(1, round(keep * dense / per_k)), kmax)
+    if abs(k * per_k - keep * dense) / (keep * dense) > BUDGET_TOLERANCE:
+        raise ValueError(f"no FALCON k keeps {keep:g} of a {layout!r} stack shaped {tuple(shape)} within "
+                         f"{BUDGET_TOLERANCE:.0%}: each product keeps {per_k / dense:.3f}, k={k} keeps {k * per_k / dense:.3f}")
     return k

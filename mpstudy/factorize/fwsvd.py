@@ -63,7 +63,7 @@ def weighted_truncated_svd(W: torch.Tensor, importance: torch.Tensor, rank: int)
         ``(A, B)`` with ``A`` of shape ``(m, rank)`` and ``B`` of shape ``(rank, n)`` minimizing
         ``sum_i I_i ||W_i - (A B)_i||^2`` over all rank-``rank`` products:
         ``A = D^{-1} U_r S_r^{1/2}``, ``B = S_r^{1/2} V_r^T`` with ``D W = U S V^T``, ``D = diag(sqrt(I))``.
-        With all-equal importances this is exactly :func:`~mpstudy.factorize.truncated_svd`.
+        With all-equal importances this is exactly :func:`~mpstudy.factorize.svd.truncated_svd`.
         Computed in float64 and returned in ``W``'s dtype and device.
     """
     if W.dim() != 2:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .autoencoder import row_loss
-from .budget import CR_TOLERANCE, check_cr, cr_target
+from .budget import BUDGET_TOLERANCE, check_kept, keep_target
 
 __all__ = [
     "KroneckerPlan",
@@ -31,7 +31,7 @@ __all__ = [
     "kron_unrearrange",
     "kronecker_sum_to_dense",
     "nearest_kronecker_sum",
-    "kronecker_plan_for_cr",
+    "kronecker_plan_for_keep",
     "refine_kronecker_sum",
 ]
 
@@ -125,23 +125,23 @@ def _side_splits(n: int, max_pad: float) -> np.ndarray:
     return np.stack([outer[keep], inner[keep]], axis=1)
 
 
-def kronecker_plan_for_cr(rows: int, cols: int, cr: float, stack: int = 1, max_pad: float = 0.01,
-                          what: str | None = None) -> KroneckerPlan:
-    """Factor shapes and number of terms within 5 % of ``stack * rows * cols / cr`` stored numbers.
+def kronecker_plan_for_keep(rows: int, cols: int, keep: float, stack: int = 1, max_pad: float = 0.01,
+                            what: str | None = None) -> KroneckerPlan:
+    """Factor shapes and number of terms within 5 % of ``keep * stack * rows * cols`` stored numbers.
 
     Among all splits ``rows <= p*s`` and ``cols <= q*t`` (at most ``max_pad`` zero padding per
     side), each with the rank that best hits the target, it keeps those within 5 % and picks the
     one closest to square-root splits (``p ≈ s ≈ sqrt(rows)``, ``q ≈ t ≈ sqrt(cols)``, the
     original's ``ceil(sqrt(n)) x ceil(sqrt(m))`` factors), then the least padding, then the
     closest count. (Extreme splits such as ``(1 x cols) ⊗ (rows x 1)`` would make every term a
-    rank-one matrix, i.e. plain truncated SVD.) The original fixed 50 terms whatever the ratio.
+    rank-one matrix, i.e. plain truncated SVD.) The original fixed 50 terms whatever the budget.
 
     Raises:
-        ValueError: ``cr`` not > 1, or no split and rank within 5 % (message names the cr).
+        ValueError: ``keep`` not in (0, 1), or no split and rank within 5 % (message names ``keep``).
     """
     what = what or (f"a {rows}x{cols} weight" if stack == 1 else f"{stack} stacked {rows}x{cols} weights")
     entries = stack * rows * cols
-    target = cr_target(entries, cr)
+    target = keep_target(entries, keep)
     row_splits, col_splits = _side_splits(rows, max_pad), _side_splits(cols, max_pad)
     p, s = (a.reshape(-1, 1) for a in row_splits.T)
     q, t = (a.reshape(1, -1) for a in col_splits.T)
@@ -151,10 +151,10 @@ def kronecker_plan_for_cr(rows: int, cols: int, cr: float, stack: int = 1, max_p
     miss = np.abs(stored - target) / target
     balance = np.round(np.abs(np.log(p / s)) + np.abs(np.log(q / t)), 9)
     padding = p * s * q * t - rows * cols
-    ok = miss <= CR_TOLERANCE
+    ok = miss <= BUDGET_TOLERANCE
     if not ok.any():
         i, j = np.unravel_index(np.argmin(miss), miss.shape)
-        check_cr("kronecker", what, entries, cr, int(stored[i, j]),
+        check_kept("kronecker", what, entries, keep, int(stored[i, j]),
                  f"; the closest plan is {int(rank[i, j])} terms of ({p[i, 0]}x{q[0, j]}) ⊗ ({s[i, 0]}x{t[0, j]})")
     cand = np.argwhere(ok)
     keys = np.lexsort((miss[ok], padding[ok], balance[ok]))

@@ -3,14 +3,14 @@
 LoBERT stacks same-shaped weight matrices along one or two extra modes and Tucker-decomposes
 the stack, so the matrices share one core and two matrix-mode factors:
 
-================  =====================================  ==========================  ==============
-stack             tensor                                 LoBERT ranks (BERT-base)    kept
-================  =====================================  ==========================  ==============
-``layer``         per layer ``[Q; K; V]``: ``(3, d, d)``    ``[2, 384, 384]``            50 %
-``vertical``      one type over ``L`` layers ``(L, m, n)``  ``[8, 576, 576]`` (Q/K/V);   50 %
-                                                         ``[8, 1968, 492]`` (FFN in)
-``4d``            all Q/K/V: ``(3, L, d, d)``               ``[2, 8, 576, 576]``         29 %
-================  =====================================  ==========================  ==============
+============  ========================================  ===========================  ====
+stack         tensor                                    LoBERT ranks (BERT-base)     kept
+============  ========================================  ===========================  ====
+``layer``     per layer ``[Q; K; V]``: ``(3, d, d)``    ``[2, 384, 384]``            50 %
+``vertical``  one type over ``L`` layers ``(L, m, n)``  ``[8, 576, 576]`` (Q/K/V);   50 %
+                                                        ``[8, 1968, 492]`` (FFN in)
+``4d``        all Q/K/V: ``(3, L, d, d)``               ``[2, 8, 576, 576]``         29 %
+============  ========================================  ===========================  ====
 
 A Tucker decomposition ``X ≈ G x_1 U_1 ... x_N U_N`` of a tensor ``(I_1, ..., I_N)`` stores the core
 ``prod(r_k)`` and the factors ``sum_k I_k r_k``. The matrix ``(s_1, ..., s_m)`` of the stack (the
@@ -23,7 +23,7 @@ so every matrix is served from the shared factors without rebuilding the whole t
 The decomposition is TensorLy's ``tucker`` (HOOI, HOSVD initialisation; LoBERT's algorithm, with
 its defaults ``n_iter_max=100, tol=1e-4``), in float64; ``n_iter=0`` stops at the HOSVD
 (:func:`mpstudy.factorize.tucker.hosvd`). Ranks are given directly, or derived from a
-kept-parameter ``ratio`` (:func:`tucker_stack_ranks`). Pure tensor math: no ``nn.Module``.
+kept fraction ``keep`` (:func:`tucker_stack_ranks`). Pure tensor math: no ``nn.Module``.
 """
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ import math
 import numpy as np
 import torch
 
-from .budget import CR_TOLERANCE
+from .budget import BUDGET_TOLERANCE, check_keep
 from .tucker import hosvd, tucker_num_params, tucker_to_tensor
 
 __all__ = ["STACKS", "default_stack_ranks", "tucker_stack", "tucker_stack_ranks", "tucker_stack_num_params",
            "stack_matrix", "check_ranks", "tucker_to_tensor"]
 
-#: how LoBERT stacks matrices: per layer (Q/K/V), per type across layers, all Q/K/V across layers
+#: how LoBERT stacks matrices — per layer (Q/K/V), per type across layers, all Q/K/V across layers
 STACKS = ("layer", "vertical", "4d")
 
 
@@ -116,23 +116,22 @@ def default_stack_ranks(stack_shape: tuple[int, ...] | list[int]) -> list[int]:
     return [max(1, round(2 * n / 3)) for n in stack_shape]
 
 
-def tucker_stack_ranks(shape: tuple[int, ...], ratio: float, n_stack: int,
+def tucker_stack_ranks(shape: tuple[int, ...], keep: float, n_stack: int,
                        stack_ranks: list[int] | None = None) -> list[int]:
-    """Ranks whose Tucker decomposition of a stack keeps the fraction ``ratio`` of its weights (within 5 %).
+    """Ranks whose Tucker decomposition of a stack keeps the fraction ``keep`` of its weights (within 5 %).
 
     The first ``n_stack`` modes are stack modes; their ranks are ``stack_ranks`` (default
     :func:`default_stack_ranks`, LoBERT's two thirds). The two matrix modes get ranks in
     proportion to their sizes (LoBERT's ``[4r, r]`` on a 3072 x 768 FFN weight, ``[r, r]`` on a
-    square one), ``r`` chosen so the stored count is the nearest to ``ratio * prod(shape)``.
-    On BERT-base, ``ratio=0.5`` gives LoBERT's own ranks for the ``layer``, ``vertical`` and FFN
+    square one), ``r`` chosen so the stored count is the nearest to ``keep * prod(shape)``.
+    On BERT-base, ``keep=0.5`` gives LoBERT's own ranks for the ``layer``, ``vertical`` and FFN
     stacks.
 
     Raises:
-        ValueError: ``ratio`` not in (0, 1], bad stack ranks, or no ranks within 5 % of the
-            target (the message names the ratio and the nearest count).
+        ValueError: ``keep`` not in (0, 1], bad stack ranks, or no ranks within 5 % of the
+            target (the message names ``keep`` and the nearest count).
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise ValueError(f"ratio is the kept fraction of the stack's weights and must be in (0, 1], got {ratio!r}")
+    keep = check_keep(keep)
     shape = tuple(int(n) for n in shape)
     if len(shape) != n_stack + 2:
         raise ValueError(f"a stack with {n_stack} stack mode(s) has {n_stack + 2} modes, got shape {shape}")
@@ -146,11 +145,11 @@ def tucker_stack_ranks(shape: tuple[int, ...], ratio: float, n_stack: int,
     r_large = np.minimum(np.minimum(np.rint(r_small * large / small), large), fixed * r_small).astype(np.int64)
     r_rows, r_cols = (r_large, r_small) if rows >= cols else (r_small, r_large)
     stored = fixed * r_rows * r_cols + sum(n * r for n, r in zip(shape, stack_ranks)) + rows * r_rows + cols * r_cols
-    target = ratio * math.prod(shape)
+    target = keep * math.prod(shape)
     i = int(np.argmin(np.abs(stored - target)))
-    if abs(stored[i] - target) / target > CR_TOLERANCE:
+    if abs(stored[i] - target) / target > BUDGET_TOLERANCE:
         raise ValueError(
-            f"no Tucker ranks keep ratio={ratio:g} of a stack shaped {shape} within {CR_TOLERANCE:.0%} "
+            f"no Tucker ranks keep {keep:g} of a stack shaped {shape} within {BUDGET_TOLERANCE:.0%} "
             f"(stack ranks {stack_ranks}): the nearest, {[*stack_ranks, int(r_rows[i]), int(r_cols[i])]}, "
             f"keeps {stored[i] / math.prod(shape):.3f}")
     return [*stack_ranks, int(r_rows[i]), int(r_cols[i])]

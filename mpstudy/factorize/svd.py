@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["truncated_svd", "svd_num_params", "max_saving_rank", "rank_for_ratio"]
+from .budget import check_keep
+
+__all__ = ["truncated_svd", "svd_num_params", "max_saving_rank", "rank_for_keep"]
 
 
 def truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,11 +49,10 @@ def max_saving_rank(m: int, n: int) -> int:
     return (m * n - 1) // (m + n)
 
 
-def rank_for_ratio(m: int, n: int, ratio: float) -> int:
-    """Rank whose factors keep at most ``ratio`` of the ``m x n`` matrix's weights (at least 1).
+def rank_for_keep(m: int, n: int, keep: float) -> int:
+    """Rank whose factors keep at most ``keep`` of the ``m x n`` matrix's weights (at least 1).
 
-    ``ratio`` is the kept fraction of parameters, in ``(0, 1]``: ``rank = floor(ratio * mn / (m+n))``.
+    ``keep`` is the kept fraction of parameters, in ``(0, 1]``: ``rank = floor(keep * mn / (m+n))``.
     """
-    if not 0 < ratio <= 1:
-        raise ValueError(f"ratio is the kept fraction of parameters and must be in (0, 1], got {ratio!r}")
-    return max(1, int(ratio * m * n // (m + n)))
+    keep = check_keep(keep)
+    return max(1, int(keep * m * n // (m + n)))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .budget import CR_TOLERANCE, check_cr, cr_target
+from .budget import BUDGET_TOLERANCE, check_kept, keep_target
 
 __all__ = [
     "hosvd",
@@ -34,7 +34,7 @@ __all__ = [
     "tucker_to_tensor",
     "tucker_num_params",
     "TuckerPlan",
-    "tucker_plan_for_cr",
+    "tucker_plan_for_keep",
 ]
 
 
@@ -176,9 +176,9 @@ def _tails(spectrum: np.ndarray) -> np.ndarray:
     return np.concatenate([np.cumsum(spectrum[::-1])[::-1], [0.0]])
 
 
-def tucker_plan_for_cr(rows: int, cols: int, cr: float, block: int, stack: int = 1,
-                       spectra: list[torch.Tensor] | None = None, what: str | None = None) -> TuckerPlan:
-    """Ranks within 5 % of ``stack * rows * cols / cr`` stored numbers, minimising the HOSVD error bound.
+def tucker_plan_for_keep(rows: int, cols: int, keep: float, block: int, stack: int = 1,
+                         spectra: list[torch.Tensor] | None = None, what: str | None = None) -> TuckerPlan:
+    """Ranks within 5 % of ``keep * stack * rows * cols`` stored numbers, minimising the HOSVD error bound.
 
     Every ``(r2, r3)`` is tried with the ``r1`` that best hits the budget; ranks are clamped to the
     mode sizes and to the product of the other two (a larger rank adds nothing). Among the
@@ -188,13 +188,13 @@ def tucker_plan_for_cr(rows: int, cols: int, cr: float, block: int, stack: int =
     of each mode).
 
     Raises:
-        ValueError: ``cr`` not > 1, a bad ``block``, or no ranks within 5 % (names the cr).
+        ValueError: ``keep`` not in (0, 1), a bad ``block``, or no ranks within 5 % (names ``keep``).
     """
     if not isinstance(block, int) or not 1 <= block <= rows:
         raise ValueError(f"block (rows per head slice) must be an integer in [1, {rows}], got {block!r}")
     what = what or (f"a {rows}x{cols} weight" if stack == 1 else f"{stack} stacked {rows}x{cols} weights")
     entries = stack * rows * cols
-    target = cr_target(entries, cr)
+    target = keep_target(entries, keep)
     shape = TuckerPlan(rows, cols, stack, block, (1, 1, 1)).shape
     S, d, m = shape
     if spectra is None:
@@ -209,10 +209,10 @@ def tucker_plan_for_cr(rows: int, cols: int, cr: float, block: int, stack: int =
     stored = r1 * r2 * r3 + S * r1 + d * r2 + m * r3
     miss = np.abs(stored - target) / target
     bound = tails[0][r1] + tails[1][r2] + tails[2][r3]
-    ok = valid & (miss <= CR_TOLERANCE)
+    ok = valid & (miss <= BUDGET_TOLERANCE)
     if not ok.any():
         i = int(np.argmin(np.where(valid, miss, np.inf)))
-        check_cr("tucker", what, entries, cr, int(stored[i]),
+        check_kept("tucker", what, entries, keep, int(stored[i]),
                  f"; the closest ranks are ({r1[i]}, {r2[i]}, {r3[i]}) of a {S}x{d}x{m} tensor")
     idx = np.flatnonzero(ok)
     i = int(idx[np.lexsort((miss[idx], bound[idx]))[0]])

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..factorize.autoencoder import COS_WEIGHT, AESizes, ae_sizes_for_cr, rescale_rows
+from ..factorize.autoencoder import COS_WEIGHT, AESizes, ae_sizes_for_keep, rescale_rows
 from .base import register_layer
 from .decoded import GroupMemberLayer, dense_spec
 
@@ -87,9 +87,9 @@ class AutoencoderLayer(GroupMemberLayer):
         return super().forward(x)
 
     @classmethod
-    def from_dense(cls, dense: nn.Module, cr: float | None = None, **train_kwargs: Any) -> "AutoencoderLayer":
-        """A single matrix compressed at ratio ``cr`` (a group of one); ``train_kwargs`` go to :func:`train_row_autoencoder`."""
-        layers, _ = autoencoder_group([dense], cr=cr, shared_key="single", **train_kwargs)
+    def from_dense(cls, dense: nn.Module, keep: float | None = None, **train_kwargs: Any) -> "AutoencoderLayer":
+        """A single matrix keeping the fraction ``keep`` (a group of one); ``train_kwargs`` go to :func:`train_row_autoencoder`."""
+        layers, _ = autoencoder_group([dense], keep=keep, shared_key="single", **train_kwargs)
         return layers[0]
 
 
@@ -133,7 +133,7 @@ def train_row_autoencoder(X: torch.Tensor, sizes: AESizes, epochs: int = 30, bat
 
     Args:
         X: the rows, ``(N, cols)``.
-        sizes: from :func:`~mpstudy.factorize.autoencoder.ae_sizes_for_cr` (``sizes.rows == N``).
+        sizes: from :func:`~mpstudy.factorize.autoencoder.ae_sizes_for_keep` (``sizes.rows == N``).
         epochs: passes over the rows (0: the untrained initialisation, useful for tests).
         seed: seeds the initialisation and the row order (the global RNG is left untouched).
 
@@ -176,7 +176,7 @@ def train_row_autoencoder(X: torch.Tensor, sizes: AESizes, epochs: int = 30, bat
     return decoder.cpu(), latents.cpu(), info
 
 
-def autoencoder_group(modules: list[nn.Module], cr: float | None, shared_key: str, epochs: int = 30,
+def autoencoder_group(modules: list[nn.Module], keep: float | None, shared_key: str, epochs: int = 30,
                       batch_size: int = 16, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
                       what: str | None = None) -> tuple[list[AutoencoderLayer], dict[str, Any]]:
     """Compress dense modules of one shape jointly: their rows (stacked) train one autoencoder.
@@ -184,15 +184,15 @@ def autoencoder_group(modules: list[nn.Module], cr: float | None, shared_key: st
     Args:
         modules: ``nn.Linear`` or ``nn.Embedding`` modules whose weights share ``cols``; one
             module is the separated mode, several the concatenated one.
-        cr: compression ratio of the group (latents + norms + one decoder vs all weights).
+        keep: kept fraction of the group's weights (latents + norms + one decoder vs all weights), in (0, 1).
         shared_key: names the group (for reloading).
 
     Returns:
         ``(layers, info)``: one ``AutoencoderLayer`` per module (in order; the first owns the
         decoder) and the training info of :func:`train_row_autoencoder` plus the sizes.
     """
-    if cr is None:
-        raise ValueError("the autoencoder needs cr= (the compression ratio, > 1)")
+    if keep is None:
+        raise ValueError("the autoencoder needs keep= (the fraction of the weights kept, in (0, 1))")
     specs = [dense_spec(m) for m in modules]
     weights = [m.weight.detach() for m in modules]
     if len({(s["kind"], s["cols"]) for s in specs}) != 1:
@@ -200,7 +200,7 @@ def autoencoder_group(modules: list[nn.Module], cr: float | None, shared_key: st
     X = torch.cat(weights)
     what = what or (f"a {X.shape[0]}x{X.shape[1]} weight" if len(modules) == 1 else
                     f"{len(modules)} stacked weights ({X.shape[0]}x{X.shape[1]} rows)")
-    sizes = ae_sizes_for_cr(X.shape[0], X.shape[1], cr, what=what)
+    sizes = ae_sizes_for_keep(X.shape[0], X.shape[1], keep, what=what)
     decoder, latents, info = train_row_autoencoder(X, sizes, epochs=epochs, batch_size=batch_size, lr=lr,
                                                    seed=seed, device=device)
     norms = X.detach().float().norm(dim=1)

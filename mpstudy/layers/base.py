@@ -39,7 +39,7 @@ class CompressedLayer(nn.Module, metaclass=abc.ABCMeta):
     @classmethod
     @abc.abstractmethod
     def from_dense(cls, dense: nn.Module, **budget: Any) -> "CompressedLayer":
-        """Factorize ``dense`` under the given budget (rank, ratio, bond cap, ...)."""
+        """Factorize ``dense`` under the given budget (``keep``, the kept fraction, or the layer's own: rank, bond cap...)."""
 
     @abc.abstractmethod
     def to_dense(self) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..factorize.kronecker import kronecker_plan_for_cr, kronecker_sum_to_dense, nearest_kronecker_sum, refine_kronecker_sum
+from ..factorize.kronecker import kronecker_plan_for_keep, kronecker_sum_to_dense, nearest_kronecker_sum, refine_kronecker_sum
 from .base import register_layer
 from .decoded import GroupMemberLayer, SharedFactors, dense_spec
 
@@ -48,28 +48,29 @@ class KroneckerLayer(GroupMemberLayer):
         return kronecker_sum_to_dense(self.outer, self.shared_module.inner, self.rows, self.cols)
 
     @classmethod
-    def from_dense(cls, dense: nn.Module, cr: float | None = None, refine_steps: int = 0) -> "KroneckerLayer":
-        """A single matrix at compression ratio ``cr`` (a group of one)."""
-        layers, _ = kronecker_group([dense], cr=cr, shared_key="single", refine_steps=refine_steps)
+    def from_dense(cls, dense: nn.Module, keep: float | None = None, refine_steps: int = 0) -> "KroneckerLayer":
+        """A single matrix keeping the fraction ``keep`` (a group of one)."""
+        layers, _ = kronecker_group([dense], keep=keep, shared_key="single", refine_steps=refine_steps)
         return layers[0]
 
 
-def kronecker_group(modules: list[nn.Module], cr: float | None, shared_key: str, refine_steps: int = 0,
+def kronecker_group(modules: list[nn.Module], keep: float | None, shared_key: str, refine_steps: int = 0,
                     refine_lr: float = 1e-3) -> tuple[list[KroneckerLayer], dict[str, Any]]:
     """Nearest Kronecker sum of the stacked weights (closed form), optionally refined; one layer per module.
 
-    All modules must have the same weight shape. Returns ``(layers, info)`` with the plan and,
+    All modules must have the same weight shape; ``keep`` (in (0, 1)) is the kept fraction of their
+    weights. Returns ``(layers, info)`` with the plan and,
     when refined, the refinement losses.
     """
-    if cr is None:
-        raise ValueError("kronecker needs cr= (the compression ratio, > 1)")
+    if keep is None:
+        raise ValueError("kronecker needs keep= (the fraction of the weights kept, in (0, 1))")
     specs = [dense_spec(m) for m in modules]
     weights = [m.weight.detach() for m in modules]
     if len({tuple(w.shape) for w in weights}) != 1 or len({s["kind"] for s in specs}) != 1:
         raise ValueError(f"kronecker stacks weights of one shape and kind, got shapes {[tuple(w.shape) for w in weights]}")
     rows, cols = weights[0].shape
     L = len(weights)
-    plan = kronecker_plan_for_cr(rows, cols, cr, stack=L)
+    plan = kronecker_plan_for_keep(rows, cols, keep, stack=L)
     # pad every matrix to p*s rows, stack: the stacked matrix's outer factors are (L*p, q)
     stacked = torch.cat([torch.nn.functional.pad(w.double(), (0, 0, 0, plan.p * plan.s - rows)) for w in weights])
     A, B = nearest_kronecker_sum(stacked, plan.rank, L * plan.p, plan.q, plan.s, plan.t)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..factorize.svd import max_saving_rank, rank_for_ratio, svd_num_params, truncated_svd
+from ..factorize.svd import max_saving_rank, rank_for_keep, svd_num_params, truncated_svd
 from .base import CompressedLayer, register_layer
 
 __all__ = ["LowRankLinear"]
@@ -43,16 +43,16 @@ class LowRankLinear(CompressedLayer):
         cls,
         dense: nn.Linear,
         rank: int | None = None,
-        ratio: float | None = None,
+        keep: float | None = None,
         allow_no_saving: bool = False,
     ) -> "LowRankLinear":
         """Best rank-``rank`` factorization of ``dense.weight`` (bias copied unchanged).
 
         Args:
             dense: the layer to replace; its weight has shape ``(out_features, in_features)``.
-            rank: kept rank; give exactly one of ``rank`` and ``ratio``.
-            ratio: kept fraction of the weight's parameters, in ``(0, 1]``; the rank is
-                ``floor(ratio * m n / (m + n))``.
+            rank: kept rank; give exactly one of ``rank`` and ``keep``.
+            keep: kept fraction of the weight's parameters, in ``(0, 1]``; the rank is
+                ``floor(keep * m n / (m + n))``.
             allow_no_saving: accept a rank whose factors store as many weights as the dense
                 matrix or more (``rank >= m n / (m + n)``); refused by default because such a
                 "compression" only adds error.
@@ -60,7 +60,7 @@ class LowRankLinear(CompressedLayer):
         if not isinstance(dense, nn.Linear):
             raise TypeError(f"LowRankLinear replaces nn.Linear, got {type(dense).__name__}")
         m, n = dense.out_features, dense.in_features
-        rank = resolve_rank(m, n, rank=rank, ratio=ratio, allow_no_saving=allow_no_saving)
+        rank = resolve_rank(m, n, rank=rank, keep=keep, allow_no_saving=allow_no_saving)
         A, B = truncated_svd(dense.weight, rank)
         return cls.from_factors(A, B, dense.bias)
 
@@ -104,17 +104,17 @@ class LowRankLinear(CompressedLayer):
 
 
 def resolve_rank(
-    m: int, n: int, rank: int | None = None, ratio: float | None = None, allow_no_saving: bool = False
+    m: int, n: int, rank: int | None = None, keep: float | None = None, allow_no_saving: bool = False
 ) -> int:
-    """The rank of an ``m x n`` factorization from exactly one of ``rank=`` or ``ratio=``.
+    """The rank of an ``m x n`` factorization from exactly one of ``rank=`` or ``keep=``.
 
     Raises ValueError for a missing or doubled budget, a rank outside ``[1, min(m, n)]`` and,
     unless ``allow_no_saving``, a rank that stores no fewer weights than the dense matrix.
     """
-    if (rank is None) == (ratio is None):
-        raise ValueError(f"give exactly one of rank= or ratio= (got rank={rank!r}, ratio={ratio!r})")
-    if ratio is not None:
-        rank = rank_for_ratio(m, n, ratio)
+    if (rank is None) == (keep is None):
+        raise ValueError(f"give exactly one of rank= or keep= (got rank={rank!r}, keep={keep!r})")
+    if keep is not None:
+        rank = rank_for_keep(m, n, keep)
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
         raise ValueError(f"rank must be an integer in [1, {min(m, n)}] for a {m}x{n} weight, got {rank!r}")
     if not allow_no_saving and rank > max_saving_rank(m, n):

@@ -5,7 +5,7 @@
 concatenated mode) gives one row basis and, per layer, its block of the left factor. A Linear
 computes ``(x basis^T) coeffs^T + b`` (two thin products: FLOPs drop as well as storage), an
 Embedding looks up rows of ``coeffs`` and multiplies them by ``basis``. For one Linear alone
-the study uses :class:`~mpstudy.layers.LowRankLinear`, the same factorization.
+the study uses :class:`~mpstudy.layers.lowrank.LowRankLinear`, the same factorization.
 """
 from __future__ import annotations
 
@@ -15,25 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..factorize.budget import check_cr, cr_target
+from ..factorize.budget import check_kept, keep_target
 from ..factorize.svd import truncated_svd
 from .base import register_layer
 from .decoded import GroupMemberLayer, SharedFactors, dense_spec
 
-__all__ = ["RowBasisLowRank", "svd_rank_for_cr", "svd_rows_group"]
+__all__ = ["RowBasisLowRank", "svd_rank_for_keep", "svd_rows_group"]
 
 
-def svd_rank_for_cr(rows: int, cols: int, cr: float, stack: int = 1, what: str | None = None) -> int:
-    """Rank ``round(stack*rows*cols / (cr * (stack*rows + cols)))`` of a stacked truncated SVD, checked within 5 %.
+def svd_rank_for_keep(rows: int, cols: int, keep: float, stack: int = 1, what: str | None = None) -> int:
+    """Rank ``round(keep * stack*rows*cols / (stack*rows + cols))`` of a stacked truncated SVD, checked within 5 %.
 
     (The original floored it; rounding halves the worst miss, which flooring pushes past 5 % at
-    high ratios: a 384x384 key at cr 25 floors to rank 7, cr 27.4.)
+    small ``keep``: a 384x384 key at keep 0.04 (CR 25) floors to rank 7, keeping 0.0365.)
     """
     what = what or (f"a {rows}x{cols} weight" if stack == 1 else f"{stack} stacked {rows}x{cols} weights")
     entries = stack * rows * cols
-    target = cr_target(entries, cr)
+    target = keep_target(entries, keep)
     rank = max(1, round(target / (stack * rows + cols)))
-    check_cr("svd", what, entries, cr, rank * (stack * rows + cols),
+    check_kept("svd", what, entries, keep, rank * (stack * rows + cols),
              f"; rank {rank} is the nearest (each rank stores {stack * rows + cols:,} numbers)")
     return rank
 
@@ -69,15 +69,16 @@ class RowBasisLowRank(GroupMemberLayer):
         return F.embedding(x, self.coeffs, self.padding_idx) @ basis
 
     @classmethod
-    def from_dense(cls, dense: nn.Module, cr: float | None = None) -> "RowBasisLowRank":
-        layers, _ = svd_rows_group([dense], cr=cr, shared_key="single")
+    def from_dense(cls, dense: nn.Module, keep: float | None = None) -> "RowBasisLowRank":
+        layers, _ = svd_rows_group([dense], keep=keep, shared_key="single")
         return layers[0]
 
 
-def svd_rows_group(modules: list[nn.Module], cr: float | None, shared_key: str) -> tuple[list[RowBasisLowRank], dict[str, Any]]:
-    """Truncated SVD of the row-stacked weights (same width); one layer per module, sharing the row basis."""
-    if cr is None:
-        raise ValueError("svd needs cr= (the compression ratio, > 1)")
+def svd_rows_group(modules: list[nn.Module], keep: float | None, shared_key: str) -> tuple[list[RowBasisLowRank], dict[str, Any]]:
+    """Truncated SVD of the row-stacked weights (same width) keeping ``keep`` of them; one layer per module,
+    sharing the row basis."""
+    if keep is None:
+        raise ValueError("svd needs keep= (the fraction of the weights kept, in (0, 1))")
     specs = [dense_spec(m) for m in modules]
     weights = [m.weight.detach() for m in modules]
     if len({(s["kind"], s["cols"]) for s in specs}) != 1:
@@ -85,10 +86,10 @@ def svd_rows_group(modules: list[nn.Module], cr: float | None, shared_key: str) 
     stacked = torch.cat(weights)
     total, cols = stacked.shape
     if len({w.shape[0] for w in weights}) == 1:
-        rank = svd_rank_for_cr(total // len(weights), cols, cr, stack=len(weights))
+        rank = svd_rank_for_keep(total // len(weights), cols, keep, stack=len(weights))
     else:  # stacked matrices of different heights: the same rule on the stack
-        rank = max(1, round(cr_target(total * cols, cr) / (total + cols)))
-        check_cr("svd", f"{len(weights)} stacked weights ({total}x{cols} rows)", total * cols, cr, rank * (total + cols))
+        rank = max(1, round(keep_target(total * cols, keep) / (total + cols)))
+        check_kept("svd", f"{len(weights)} stacked weights ({total}x{cols} rows)", total * cols, keep, rank * (total + cols))
     A, B = truncated_svd(stacked, rank)
     dtype, device = weights[0].dtype, weights[0].device
     shared = SharedFactors(basis=(rank, cols)).to(device, dtype)

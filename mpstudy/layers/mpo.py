@@ -83,10 +83,6 @@ class MPOLayerMixin(CompressedLayer):
         if getattr(self, "bias", None) is not None:
             yield self.bias
 
-    def core_params(self) -> int:
-        """Weights in the cores (no bias)."""
-        return sum(c.numel() for c in self.cores)
-
     # --- dense weight ---------------------------------------------------------------------------
     def padded_dense(self) -> torch.Tensor:
         """The contracted ``prod(row_dims) x prod(col_dims)`` matrix, padding included."""

@@ -40,7 +40,7 @@ __all__ = ["TuckerStackLayer", "FalconLayer", "tucker_stack_group", "falcon_grou
 class _StackMember(GroupMemberLayer):
     """A linear group member that can be told not to cache its decoded weight."""
 
-    #: decode once in evaluation and reuse (False: decode on every forward, as LoBERT did)
+    #: decode once in evaluation and reuse (False — decode on every forward, as LoBERT did)
     cache_decoded: bool = True
 
     def dense_weight(self) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..factorize.tucker import mode_eigh, tucker_decompose, tucker_plan_for_cr
+from ..factorize.tucker import mode_eigh, tucker_decompose, tucker_plan_for_keep
 from .base import register_layer
 from .decoded import GroupMemberLayer, SharedFactors, dense_spec
 
@@ -59,9 +59,9 @@ class TuckerRowsLayer(GroupMemberLayer):
         return W[: self.rows]
 
     @classmethod
-    def from_dense(cls, dense: nn.Module, cr: float | None = None, block: int | None = None, n_iter: int = 0) -> "TuckerRowsLayer":
-        """A single matrix at compression ratio ``cr`` (a group of one)."""
-        layers, _ = tucker_group([dense], cr=cr, shared_key="single", block=block, n_iter=n_iter)
+    def from_dense(cls, dense: nn.Module, keep: float | None = None, block: int | None = None, n_iter: int = 0) -> "TuckerRowsLayer":
+        """A single matrix keeping the fraction ``keep`` (a group of one)."""
+        layers, _ = tucker_group([dense], keep=keep, shared_key="single", block=block, n_iter=n_iter)
         return layers[0]
 
 
@@ -74,16 +74,16 @@ def default_block(module: nn.Module) -> int:
     return max(d for d in range(1, min(64, spec["rows"]) + 1) if spec["rows"] % d == 0)
 
 
-def tucker_group(modules: list[nn.Module], cr: float | None, shared_key: str, block: int | None = None,
+def tucker_group(modules: list[nn.Module], keep: float | None, shared_key: str, block: int | None = None,
                  n_iter: int = 0) -> tuple[list[TuckerRowsLayer], dict[str, Any]]:
     """Tucker decomposition of the stacked row blocks of same-shaped weights; one layer per module.
 
-    Ranks come from :func:`~mpstudy.factorize.tucker.tucker_plan_for_cr` using the tensor's own
-    mode spectra (the ranks minimising the HOSVD error bound within the budget). ``block`` is the
-    head size for attention weights (``hidden / heads``); ``None`` uses :func:`default_block`.
+    Ranks come from :func:`~mpstudy.factorize.tucker.tucker_plan_for_keep` using the tensor's own
+    mode spectra (the ranks minimising the HOSVD error bound within the budget ``keep``, in (0, 1)). ``block`` is the
+    head size for attention weights (``hidden / heads``); ``None`` uses ``default_block``.
     """
-    if cr is None:
-        raise ValueError("tucker needs cr= (the compression ratio, > 1)")
+    if keep is None:
+        raise ValueError("tucker needs keep= (the fraction of the weights kept, in (0, 1))")
     specs = [dense_spec(m) for m in modules]
     weights = [m.weight.detach() for m in modules]
     if len({tuple(w.shape) for w in weights}) != 1 or len({s["kind"] for s in specs}) != 1:
@@ -92,7 +92,7 @@ def tucker_group(modules: list[nn.Module], cr: float | None, shared_key: str, bl
     block = default_block(modules[0]) if block is None else block
     X = torch.cat([rows_to_blocks(w.double(), block) for w in weights]) if 1 <= block <= rows else None
     eig = mode_eigh(X) if X is not None else None
-    plan = tucker_plan_for_cr(rows, cols, cr, block=block, stack=len(weights),
+    plan = tucker_plan_for_keep(rows, cols, keep, block=block, stack=len(weights),
                               spectra=[vals for vals, _ in eig] if eig is not None else None)
     core, factors = tucker_decompose(X, list(plan.ranks), n_iter=n_iter, eig=eig)
     dtype, device = weights[0].dtype, weights[0].device

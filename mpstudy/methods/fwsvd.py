@@ -2,9 +2,9 @@
 
 Two steps: :func:`mpstudy.fisher.estimate_fisher` runs the (fine-tuned) model on task data and accumulates the
 squared gradients of every targeted weight, summed per row (output neuron); ``compress(model,
-"fwsvd", fisher=..., rank=... | ratio=...)`` then replaces each targeted ``nn.Linear`` by a
-:class:`~mpstudy.layers.LowRankLinear` holding the row-weighted optimum
-(:func:`mpstudy.factorize.weighted_truncated_svd`). The layer is the same as plain SVD's, so the
+"fwsvd", fisher=..., rank=... | keep=...)`` then replaces each targeted ``nn.Linear`` by a
+:class:`~mpstudy.layers.lowrank.LowRankLinear` holding the row-weighted optimum
+(:func:`mpstudy.factorize.fwsvd.weighted_truncated_svd`). The layer is the same as plain SVD's, so the
 parameter count, speed and save/load are identical; only the factors differ.
 """
 from __future__ import annotations
@@ -59,17 +59,17 @@ class FisherImportance(Mapping):
         return f"FisherImportance({self.to_dict()})"
 
 
-def fwsvd_linear(dense: nn.Linear, importance: torch.Tensor, rank: int | None = None, ratio: float | None = None,
+def fwsvd_linear(dense: nn.Linear, importance: torch.Tensor, rank: int | None = None, keep: float | None = None,
                  allow_no_saving: bool = False) -> LowRankLinear:
-    """A :class:`~mpstudy.layers.LowRankLinear` holding the row-weighted best rank-r fit of ``dense``.
+    """A :class:`~mpstudy.layers.lowrank.LowRankLinear` holding the row-weighted best rank-r fit of ``dense``.
 
-    ``importance`` has shape ``(out_features,)``; ``rank``/``ratio``/``allow_no_saving`` as for
-    :meth:`~mpstudy.layers.LowRankLinear.from_dense` (the same rule ``r < mn/(m+n)`` applies). The bias is copied.
+    ``importance`` has shape ``(out_features,)``; ``rank``/``keep``/``allow_no_saving`` as for
+    :meth:`~mpstudy.layers.lowrank.LowRankLinear.from_dense` (the same rule ``r < mn/(m+n)`` applies). The bias is copied.
     """
     if not isinstance(dense, nn.Linear):
         raise TypeError(f"fwsvd replaces nn.Linear, got {type(dense).__name__}")
     m, n = dense.out_features, dense.in_features
-    rank = resolve_rank(m, n, rank=rank, ratio=ratio, allow_no_saving=allow_no_saving)
+    rank = resolve_rank(m, n, rank=rank, keep=keep, allow_no_saving=allow_no_saving)
     A, B = weighted_truncated_svd(dense.weight, importance, rank)
     return LowRankLinear.from_factors(A, B, dense.bias)
 
@@ -91,7 +91,7 @@ register_method(
     Method(
         name="fwsvd",
         description="Fisher-weighted SVD: rows weighted by squared-gradient importance, then two thin Linears",
-        budget_keys=("rank", "ratio", "allow_no_saving", "fisher"),
+        budget_keys=("keep", "rank", "allow_no_saving", "fisher"),
         dense_types=(nn.Linear,),
         compress_group=_compress_group,
     )

@@ -1,24 +1,24 @@
 """LoBERT's nine student modes, each a registered method ``lobert-<mode>``.
 
 ``compress(model, "lobert-self_tuckerlayer", targets="qkv")`` (or, with the targets filled in,
-:func:`mpstudy.studies.lobert.lobert_compress`). The modes (methods digest, section 2.2):
+:func:`mpstudy.studies.lobert.recipe.lobert_compress`). The modes (methods digest, section 2.2):
 
 =========================  ======================================================  ==================
 mode                       what is factorized                                      budget
 =========================  ======================================================  ==================
-``self_svd``               each Q, K, V: truncated SVD (two thin Linears)          ``rank`` / ``ratio``
-``ffn_svd``                each FFN weight: truncated SVD                          ``rank`` / ``ratio``
-``self_tuckerlayer``       per layer ``[Q; K; V]`` ``(3, d, d)``: Tucker            ``ranks`` / ``ratio``
-``self_tuckervertical``    per type, all layers ``(L, d, d)``: Tucker               ``ranks`` / ``ratio``
-``self_tucker_4d``         all Q/K/V ``(3, L, d, d)``: Tucker                       ``ranks`` / ``ratio``
-``ffn_tuckervertical``     per FFN weight, all layers ``(L, 4d, d)``: Tucker        ``ranks`` / ``ratio``
-``self_falconlayer``       per layer: ``W_t = diag(d_t) P``, one ``P`` per layer       ``k`` / ``ratio``
-``self_falconvertical``    per type: ``W_l = diag(d_l) P``, one ``P`` per type         ``k`` / ``ratio``
-``self_falcon_4d``         per layer: ``W_t = a_t B``, one ``B`` per layer             ``k`` / ``ratio``
+``self_svd``               each Q, K, V: truncated SVD (two thin Linears)          ``rank`` / ``keep``
+``ffn_svd``                each FFN weight: truncated SVD                          ``rank`` / ``keep``
+``self_tuckerlayer``       per layer ``[Q; K; V]`` ``(3, d, d)``: Tucker            ``ranks`` / ``keep``
+``self_tuckervertical``    per type, all layers ``(L, d, d)``: Tucker               ``ranks`` / ``keep``
+``self_tucker_4d``         all Q/K/V ``(3, L, d, d)``: Tucker                       ``ranks`` / ``keep``
+``ffn_tuckervertical``     per FFN weight, all layers ``(L, 4d, d)``: Tucker        ``ranks`` / ``keep``
+``self_falconlayer``       per layer: ``W_t = diag(d_t) P``, one ``P`` per layer       ``k`` / ``keep``
+``self_falconvertical``    per type: ``W_l = diag(d_l) P``, one ``P`` per type         ``k`` / ``keep``
+``self_falcon_4d``         per layer: ``W_t = a_t B``, one ``B`` per layer             ``k`` / ``keep``
 =========================  ======================================================  ==================
 
-Without a budget each mode gets LoBERT's (:data:`DEFAULT_RATIO`: half of the replaced weights, the
-4-D Tucker's 7/24, FALCON's ``k = 1``). Ratios count weights only: every matrix keeps its own
+Without a budget each mode gets LoBERT's (:data:`DEFAULT_KEEP`: half of the replaced weights, the
+4-D Tucker's 7/24, FALCON's ``k = 1``). Budgets count weights only: every matrix keeps its own
 bias, dense (LoBERT's ``self_svd`` copied the value's bias into the key). Targets are grouped
 into stacks here, whatever ``compress``'s default grouping: per layer, per type (a target's
 module name with its layer index removed) or all together, ordered by role (query, key, value)
@@ -32,14 +32,14 @@ from typing import Any
 
 from torch import nn
 
-from ..factorize.falcon import falcon_k_for_ratio
+from ..factorize.falcon import falcon_k_for_keep
 from ..factorize.stacks import tucker_stack_ranks
 from ..layers.lowrank import LowRankLinear
 from ..layers.stacked import falcon_group, tucker_stack_group
 from ..targets import Target
 from .registry import Method, register_method
 
-__all__ = ["LOBERT_MODES", "DEFAULT_RATIO", "stack_groups", "type_key"]
+__all__ = ["LOBERT_MODES", "DEFAULT_KEEP", "stack_groups", "type_key"]
 
 QKV = ("query", "key", "value")
 FFN = ("ffn_in", "ffn_out")
@@ -57,8 +57,8 @@ LOBERT_MODES: dict[str, dict[str, Any]] = {
     "self_falcon_4d": {"family": "falcon", "stack": "layer", "layout": "matrix", "roles": QKV, "targets": "qkv"},
 }
 
-#: LoBERT's budgets as kept fractions of the replaced weights (its ranks on BERT-base; FALCON: k = 1)
-DEFAULT_RATIO: dict[str, float | None] = {
+#: LoBERT's budgets as kept fractions of the replaced weights (its ranks on BERT-base; FALCON — k = 1)
+DEFAULT_KEEP: dict[str, float | None] = {
     "self_svd": 0.5, "ffn_svd": 0.5, "self_tuckerlayer": 0.5, "self_tuckervertical": 0.5,
     "self_tucker_4d": 7 / 24,  # LoBERT's [2, 8, 576, 576] on (3, 12, 768, 768): 6,193,254 of 21,233,664
     "ffn_tuckervertical": 0.5, "self_falconlayer": None, "self_falconvertical": None, "self_falcon_4d": None,
@@ -123,23 +123,23 @@ def _compressor(mode: str):
         family = spec["family"]
         out: dict[str, nn.Module] = {}
         if family == "svd":
-            rank, ratio = budget.get("rank"), budget.get("ratio")
-            if rank is None and ratio is None:
-                ratio = DEFAULT_RATIO[mode]
+            rank, keep = budget.get("rank"), budget.get("keep")
+            if rank is None and keep is None:
+                keep = DEFAULT_KEEP[mode]
             for t in group:
-                layer = LowRankLinear.from_dense(t.module, rank=rank, ratio=ratio,
+                layer = LowRankLinear.from_dense(t.module, rank=rank, keep=keep,
                                                  allow_no_saving=budget.get("allow_no_saving", False))
                 layer.compress_info = {"method": method, "family": "svd", "group": [t.name], "rank": layer.rank,
                                        "stored": layer.rank * (layer.in_features + layer.out_features),
                                        "dense": layer.in_features * layer.out_features}
                 out[t.name] = layer
             return out
-        ranks, ratio, k = budget.get("ranks"), budget.get("ratio"), budget.get("k")
-        given = [name for name, v in (("ranks", ranks), ("ratio", ratio), ("k", k)) if v is not None]
+        ranks, keep, k = budget.get("ranks"), budget.get("keep"), budget.get("k")
+        given = [name for name, v in (("ranks", ranks), ("keep", keep), ("k", k)) if v is not None]
         if len(given) > 1:
-            raise ValueError(f"{method}: give at most one of {'ranks' if family == 'tucker' else 'k'}= or ratio=, got {given}")
+            raise ValueError(f"{method}: give at most one of {'ranks' if family == 'tucker' else 'k'}= or keep=, got {given}")
         if ranks is not None and budget.get("stack_ranks") is not None:
-            raise ValueError(f"{method}: stack_ranks= shapes ranks derived from a ratio; with ranks= given, put them there")
+            raise ValueError(f"{method}: stack_ranks= shapes ranks derived from keep=; with ranks= given, put them there")
         for members, positions, stack_shape in stack_groups(group, spec["stack"]):
             key = f"{method}:{members[0].name}:{len(members)}"
             modules = [t.module for t in members]
@@ -150,13 +150,13 @@ def _compressor(mode: str):
                 if r is None:
                     if ranks is not None:
                         raise ValueError(f"{method}: ranks has no entry for role {members[0].role!r}: {ranks!r}")
-                    r = tucker_stack_ranks(shape, ratio if ratio is not None else DEFAULT_RATIO[mode], len(stack_shape),
+                    r = tucker_stack_ranks(shape, keep if keep is not None else DEFAULT_KEEP[mode], len(stack_shape),
                                            budget.get("stack_ranks"))
                 layers, info = tucker_stack_group(modules, positions, stack_shape, r, key, n_iter=budget["n_iter"],
                                                   tol=budget["tol"])
             else:
                 shape = (len(members), rows, cols)
-                kk = falcon_k_for_ratio(shape, ratio, spec["layout"]) if ratio is not None else (1 if k is None else k)
+                kk = falcon_k_for_keep(shape, keep, spec["layout"]) if keep is not None else (1 if k is None else k)
                 sgd = {"steps": budget["sgd_steps"], "lr": budget["sgd_lr"], "seed": budget["seed"]}
                 layers, info = falcon_group(modules, spec["layout"], kk, key, fit=budget["fit"], sgd=sgd)
             info = {"method": method, "group": [t.name for t in members], **info}
@@ -170,9 +170,9 @@ def _compressor(mode: str):
 
 
 _BUDGETS = {
-    "svd": (("rank", "ratio", "allow_no_saving"), {}),
-    "tucker": (("ranks", "ratio", "stack_ranks", "n_iter", "tol"), {"n_iter": 100, "tol": 1e-4}),
-    "falcon": (("k", "ratio", "fit", "sgd_steps", "sgd_lr", "seed"),
+    "svd": (("keep", "rank", "allow_no_saving"), {}),
+    "tucker": (("keep", "ranks", "stack_ranks", "n_iter", "tol"), {"n_iter": 100, "tol": 1e-4}),
+    "falcon": (("keep", "k", "fit", "sgd_steps", "sgd_lr", "seed"),
                {"fit": "svd", "sgd_steps": 10_000, "sgd_lr": 0.01, "seed": 0}),
 }
 _DESCRIPTIONS = {

@@ -1,13 +1,13 @@
-"""Offline compression (Banaei et al., 2023): autoencoder, Kronecker, Tucker, SVD and pruning at a CR.
+"""Offline compression (Banaei et al., 2023): autoencoder, Kronecker, Tucker, SVD and pruning at a budget.
 
-Every method here takes a compression ratio ``cr`` (dense weights / stored numbers, biases
-excluded; see :mod:`mpstudy.factorize.budget`) and a ``mode``:
+Every method here takes the budget ``keep`` (the fraction of the weights kept, biases excluded;
+the paper's compression ratio is ``CR = 1 / keep``; see :mod:`mpstudy.factorize.budget`) and a ``mode``:
 
-* ``"separated"``: each targeted matrix is compressed alone at ratio ``cr``;
+* ``"separated"``: each targeted matrix is compressed alone, keeping ``keep`` of it;
 * ``"concatenated"``: one module type of all layers together (``group_targets(..., "role")``):
-  one shared decoder / factor set, each layer keeping its own slice, the whole group at ``cr``.
+  one shared decoder / factor set, each layer keeping its own slice, the whole group at ``keep``.
 
-Methods (``mpstudy.compress(model, name, targets=..., cr=..., mode=...)``):
+Methods (``mpstudy.compress(model, name, targets=..., keep=..., mode=...)``):
 
 =====================  ==========================================================================
 ``offline-ae``         row autoencoder; latents + row norms + decoder; trained on the rows
@@ -29,7 +29,7 @@ from torch import nn
 from ..layers.autoencoder import autoencoder_group
 from ..layers.kronecker import kronecker_group
 from ..layers.lowrank import LowRankLinear
-from ..layers.lowrank_rows import svd_rank_for_cr, svd_rows_group
+from ..layers.lowrank_rows import svd_rank_for_keep, svd_rows_group
 from ..layers.magnitude import prune_group
 from ..layers.tucker_rows import tucker_group
 from ..targets import Target
@@ -39,28 +39,28 @@ __all__ = ["MODES", "OFFLINE_METHODS"]
 
 MODES = ("separated", "concatenated")
 
-#: GroupBuilder: (modules, budget, shared_key) -> (layers, info)
+#: GroupBuilder — (modules, budget, shared_key) -> (layers, info)
 GroupBuilder = Callable[[list[nn.Module], dict[str, Any], str], tuple[list[nn.Module], dict[str, Any]]]
 
 
 def _svd_builder(modules, budget, key):
     if len(modules) == 1 and isinstance(modules[0], nn.Linear):  # the spine's LowRankLinear, same factorization
         m = modules[0]
-        rank = svd_rank_for_cr(m.out_features, m.in_features, budget["cr"])
+        rank = svd_rank_for_keep(m.out_features, m.in_features, budget["keep"])
         return [LowRankLinear.from_dense(m, rank=rank, allow_no_saving=True)], {"rank": rank}
-    return svd_rows_group(modules, cr=budget["cr"], shared_key=key)
+    return svd_rows_group(modules, keep=budget["keep"], shared_key=key)
 
 
 _BUILDERS: dict[str, GroupBuilder] = {
     "offline-ae": lambda modules, b, key: autoencoder_group(
-        modules, cr=b["cr"], shared_key=key, epochs=b["epochs"], batch_size=b["batch_size"], lr=b["lr"],
+        modules, keep=b["keep"], shared_key=key, epochs=b["epochs"], batch_size=b["batch_size"], lr=b["lr"],
         seed=b["seed"], device=b["device"]),
     "offline-kronecker": lambda modules, b, key: kronecker_group(
-        modules, cr=b["cr"], shared_key=key, refine_steps=b["refine_steps"], refine_lr=b["refine_lr"]),
+        modules, keep=b["keep"], shared_key=key, refine_steps=b["refine_steps"], refine_lr=b["refine_lr"]),
     "offline-tucker": lambda modules, b, key: tucker_group(
-        modules, cr=b["cr"], shared_key=key, block=b["block"], n_iter=b["n_iter"]),
+        modules, keep=b["keep"], shared_key=key, block=b["block"], n_iter=b["n_iter"]),
     "offline-svd": _svd_builder,
-    "offline-prune": lambda modules, b, key: prune_group(modules, cr=b["cr"]),
+    "offline-prune": lambda modules, b, key: prune_group(modules, keep=b["keep"]),
 }
 
 
@@ -68,8 +68,8 @@ def _group_compressor(method: str) -> Callable[[list[Target], dict[str, Any]], d
     build = _BUILDERS[method]
 
     def compress_group(group: list[Target], budget: dict[str, Any]) -> dict[str, nn.Module]:
-        if budget.get("cr") is None:
-            raise ValueError(f"method {method!r} needs cr= (compression ratio = dense weights / stored numbers, > 1)")
+        if budget.get("keep") is None:
+            raise ValueError(f"method {method!r} needs keep= (the fraction of the weights kept, in (0, 1); CR = 1 / keep)")
         mode = budget.get("mode", "separated")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -78,7 +78,7 @@ def _group_compressor(method: str) -> Callable[[list[Target], dict[str, Any]], d
         for part in parts:
             key = f"{method}:{part[0].name}:{len(part)}"
             layers, info = build([t.module for t in part], budget, key)
-            info = {"method": method, "mode": mode, "cr": budget["cr"], "group": [t.name for t in part], **info}
+            info = {"method": method, "mode": mode, "keep": budget["keep"], "group": [t.name for t in part], **info}
             for t, layer in zip(part, layers):
                 layer.train(t.module.training)  # the replacement starts in the mode of what it replaces
                 layer.compress_info = info  # a plain attribute: read by compression_info(), never saved
@@ -88,7 +88,7 @@ def _group_compressor(method: str) -> Callable[[list[Target], dict[str, Any]], d
     return compress_group
 
 
-_COMMON = ("cr", "mode")
+_COMMON = ("keep", "mode")
 _SPECS = {
     "offline-ae": ("row autoencoder (Banaei et al. 2023): latent codes + row norms + a (shared) decoder, trained on the rows",
                    _COMMON + ("epochs", "batch_size", "lr", "seed", "device"),
@@ -97,8 +97,8 @@ _SPECS = {
                           _COMMON + ("refine_steps", "refine_lr"), {"refine_steps": 0, "refine_lr": 1e-3}),
     "offline-tucker": ("Tucker decomposition of the rows cut into heads (HOSVD + optional HOOI), shared core",
                        _COMMON + ("block", "n_iter"), {"block": None, "n_iter": 0}),
-    "offline-svd": ("truncated SVD at a compression ratio (a shared row basis when concatenated)", _COMMON, {}),
-    "offline-prune": ("global magnitude pruning at a compression ratio of non-zeros (torch.nn.utils.prune)", _COMMON, {}),
+    "offline-svd": ("truncated SVD at a kept fraction (a shared row basis when concatenated)", _COMMON, {}),
+    "offline-prune": ("global magnitude pruning at a kept fraction of non-zeros (torch.nn.utils.prune)", _COMMON, {}),
 }
 for _name, (_description, _keys, _defaults) in _SPECS.items():
     register_method(Method(name=_name, description=_description, budget_keys=_keys,

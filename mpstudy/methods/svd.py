@@ -8,7 +8,7 @@ register_method(
     Method(
         name="svd",
         description="truncated SVD: W (m x n) -> A (m x r) B (r x n), two thin Linears (Eckart-Young optimal)",
-        budget_keys=("rank", "ratio", "allow_no_saving"),
+        budget_keys=("keep", "rank", "allow_no_saving"),
         dense_types=(nn.Linear,),
         compress_group=per_matrix(LowRankLinear),
     )

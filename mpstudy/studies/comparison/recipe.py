@@ -15,20 +15,23 @@ model is measured with the same accounting and recovered with the same three reg
 The budget is counted as **stored** numbers for factorizations and structured pruning (the
 weights physically removed), and as **non-zero** numbers for magnitude pruning, whose masked
 weights are still stored dense; every method must land within 5 % of the requested fraction
-(``mpstudy.factorize.budget.CR_TOLERANCE``) or refuse with an error naming the budget.
+(``mpstudy.factorize.budget.BUDGET_TOLERANCE``) or refuse with an error naming the budget.
+
+Every method is a registered one (:data:`COMPARED` maps the labels the tables show to the
+registry's names) and meets the budget through ``Method.for_budget``:
 
 =====================  ======================================================================
-``svd``                truncated SVD of each matrix (rank ``floor(keep * m n / (m + n))``)
-``fwsvd``              Fisher-weighted SVD (row importances from squared task gradients)
-``mpo``                MPO of each matrix, one bond cap for the whole encoder, found by search
-``tucker``             Tucker of each matrix's rows cut into heads (offline-tucker, separated)
-``falcon``             FALCON rows layout per module type across layers; ``k`` per type chosen
-                       to minimize the total squared error within the budget
-``kronecker``          nearest sum of Kronecker products per matrix (offline-kronecker)
-``autoencoder``        row autoencoder per matrix (offline-ae)
-``magnitude``          l1-unstructured pruning of each matrix (``torch.nn.utils.prune``)
-``heads``              structured pruning: the lowest-scoring attention heads and FFN neurons,
-                       the same kept fraction of each, physically removed
+``svd``                ``svd``: truncated SVD of each matrix (rank ``floor(keep * m n / (m + n))``)
+``fwsvd``              ``fwsvd``: Fisher-weighted SVD (row importances from squared task gradients)
+``mpo``                ``mpo``: MPO of each matrix, one bond cap for the whole encoder, found by search
+``tucker``             ``offline-tucker`` (separated): Tucker of each matrix's rows cut into heads
+``falcon``             ``falcon``: rows layout per module type across layers; ``k`` per type
+                       chosen to minimize the total squared error within the budget
+``kronecker``          ``offline-kronecker`` (separated): nearest sum of Kronecker products
+``autoencoder``        ``offline-ae`` (separated): row autoencoder per matrix
+``magnitude``          ``offline-prune`` (separated): l1 magnitude pruning of each matrix (masks)
+``heads``              ``prune-heads``: the lowest-scoring attention heads and FFN neurons, the
+                       same kept fraction of each, physically removed
 =====================  ======================================================================
 
 The grid runs in units of one (task, method, budget): the unit compresses once (deterministic
@@ -42,69 +45,63 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
+from ...accounting import budget_count, count_parameters
 from ...cache import default_cache_dir
 from ...distill import DistillObjective, teacher_outputs
-from ...factorize.budget import CR_TOLERANCE, relative_miss
-from ...factorize.falcon import falcon_max_k, falcon_num_params, falcon_slices
-from ...factorize.mpo import mpo_num_params
-from ...layers.mpo import mpo_shapes
-from ...layers.stacked import falcon_group
+from ...factorize.budget import BUDGET_TOLERANCE, check_keep, relative_miss
 from ...measure import compare_latency, count_flops, dummy_batch
+from ...methods import get_method
 from ...models import load_model
-from ...prune import (
-    attention_num_heads,
-    prunable_modules,
-    prune_attention,
-    select_linear,
-)
 from ...records import write_json_atomic
-from ...surgery import compress, count_parameters, set_submodule
+from ...surgery import compress
 from ...targets import resolve_targets
 from ...tasks import load_task
 from ...train import TrainConfig, evaluate, train
 
 __all__ = [
+    "COMPARED",
     "COMPARED_METHODS",
     "REGIMES",
     "ENCODER_LINEAR",
     "encoder_linear_names",
-    "linear_weight_counts",
     "compress_to_budget",
-    "mpo_bond_for_budget",
-    "falcon_allocation",
-    "prune_ffn_neurons",
-    "prune_heads_and_neurons",
     "recovery_task",
     "pareto_front",
     "run_unit",
     "run_grid",
 ]
 
+#: the comparison's labels (the names its tables and records show) -> (registered method, options the
+#: comparison fixes); every method meets the budget through ``mpstudy.methods.Method.for_budget``
+COMPARED: dict[str, tuple[str, dict[str, Any]]] = {
+    "svd": ("svd", {}),
+    "fwsvd": ("fwsvd", {}),
+    "mpo": ("mpo", {}),
+    "tucker": ("offline-tucker", {"mode": "separated"}),
+    "falcon": ("falcon", {}),
+    "kronecker": ("offline-kronecker", {"mode": "separated"}),
+    "autoencoder": ("offline-ae", {"mode": "separated", "batch_size": 32, "lr": 3e-3}),
+    "magnitude": ("offline-prune", {"mode": "separated"}),
+    "heads": ("prune-heads", {}),
+}
 #: the methods compared, in the order tables show them
-COMPARED_METHODS = ("svd", "fwsvd", "mpo", "tucker", "falcon", "kronecker", "autoencoder", "magnitude", "heads")
+COMPARED_METHODS = tuple(COMPARED)
 #: recovery regimes after compression
 REGIMES = ("none", "finetune", "kd")
 #: the targets whose weights the budget counts
 ENCODER_LINEAR = "all-linear"
-#: methods whose budget counts non-zero numbers (their masked weights are stored dense)
-NONZERO_BUDGET = ("magnitude",)
-
-
-def _check_keep(keep: Any) -> float:
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep < 1:
-        raise ValueError(f"keep (the fraction of the encoder's Linear weights kept) must be a number in (0, 1), got {keep!r}")
-    return float(keep)
+#: per-module structure in a compression report -> its name in ``structure`` (distinct values)
+_DISCRETE = {"rank": "ranks", "heads": "heads_kept", "neurons": "neurons_kept"}
 
 
 # --------------------------------------------------------------------------- accounting
@@ -115,164 +112,7 @@ def encoder_linear_names(model: nn.Module) -> list[str]:
     return [t.name for t in resolve_targets(model, ENCODER_LINEAR, module_types=(nn.Linear,))]
 
 
-def linear_weight_counts(model: nn.Module, names: Sequence[str]) -> dict[str, int]:
-    """Numbers held in place of the weights of modules ``names`` (their output biases excluded).
-
-    Whatever a module became (two thin Linears, MPO cores, a share of a FALCON basis, a row
-    autoencoder with its decoder, a pruned Linear), every parameter under it counts, each shared
-    tensor once, except the module's output bias, which every method keeps dense: the parameter
-    named ``bias`` at any depth outside a ``shared`` submodule (a shared decoder's biases are
-    numbers the method stores). ``nonzero`` reads a ``torch.nn.utils.prune`` weight through its mask.
-
-    Returns:
-        ``{"stored": ..., "nonzero": ...}``.
-    """
-    seen: set[int] = set()
-    stored = nonzero = 0
-    for name in names:
-        module = model.get_submodule(name)
-        for pname, p in module.named_parameters(remove_duplicate=False):
-            if id(p) in seen or (pname.rsplit(".", 1)[-1] == "bias" and not pname.startswith("shared.")):
-                continue
-            seen.add(id(p))
-            stored += p.numel()
-            owner_name, _, leaf = pname.rpartition(".")
-            owner = module.get_submodule(owner_name) if owner_name else module
-            effective = getattr(owner, leaf[: -len("_orig")]) if leaf.endswith("_orig") else p
-            nonzero += int(torch.count_nonzero(effective.detach()))
-    return {"stored": stored, "nonzero": nonzero}
-
-
 # --------------------------------------------------------------------------- budgets per method
-
-
-def mpo_bond_for_budget(model: nn.Module, keep: float, names: Sequence[str] | None = None,
-                        num_cores: int = 5) -> tuple[int, float]:
-    """The one bond cap whose MPOs of all ``names`` store closest to ``keep`` of their weights.
-
-    Counts come from the shapes alone (``mpstudy.factorize.mpo.mpo_num_params`` with the
-    default ``mpstudy.layers.mpo.mpo_shapes``), so no decomposition runs during the search.
-
-    Returns:
-        ``(max_bond, kept_fraction)``.
-    """
-    keep = _check_keep(keep)
-    names = list(names) if names is not None else encoder_linear_names(model)
-    shapes = [model.get_submodule(n).weight.shape for n in names]
-    dims = [mpo_shapes(rows, cols, num_cores) for rows, cols in shapes]
-    dense = sum(rows * cols for rows, cols in shapes)
-
-    def kept(bond: int) -> float:
-        return sum(mpo_num_params(r, c, bond) for r, c in dims) / dense
-
-    # kept(bond) never decreases with the cap and stops growing at the largest full bond: bisect
-    # for the first cap that reaches the budget, then take it or the one below, whichever is closer.
-    lo, hi = 1, max(max(min(math.prod(r[:i]) * math.prod(c[:i]), math.prod(r[i:]) * math.prod(c[i:]))
-                        for i in range(1, num_cores)) for r, c in dims)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if kept(mid) >= keep:
-            hi = mid
-        else:
-            lo = mid + 1
-    best = min({max(1, lo - 1), lo}, key=lambda b: (abs(kept(b) - keep), b))
-    return best, kept(best)
-
-
-def falcon_allocation(model: nn.Module, keep: float, names: Sequence[str] | None = None,
-                      layout: str = "rows") -> dict[str, Any]:
-    """Products per slice ``k`` for each module type (a role stacked across layers) at a budget.
-
-    Each type's stack ``(L, R, C)`` is fitted slice by slice; the error of keeping ``k`` products
-    is the sum of the squared singular values past ``k`` of every slice matrix (Eckart–Young),
-    so every allocation's total error is known before fitting. Among the allocations whose stored
-    numbers land within 5 % of ``keep`` (and save something on every type), the one with the
-    least total squared error wins: an exhaustive search over at most ``6^types`` choices.
-
-    Returns:
-        ``{"k": {type: k}, "stacks": {type: [module names]}, "kept": fraction, "sq_error": float}``.
-    """
-    keep = _check_keep(keep)
-    names = list(names) if names is not None else encoder_linear_names(model)
-    targets = {t.name: t for t in resolve_targets(model, ENCODER_LINEAR, module_types=(nn.Linear,))}
-    stacks: dict[str, list[str]] = {}
-    for name in names:
-        t = targets[name]
-        stacks.setdefault(t.role, []).append(name)
-    options: dict[str, list[tuple[int, int, float]]] = {}  # type -> [(k, stored, squared error)]
-    dense = 0
-    for role, members in stacks.items():
-        members.sort(key=lambda n: targets[n].layer)
-        X = torch.stack([model.get_submodule(n).weight.detach().double() for n in members])
-        dense += X.numel()
-        s2 = torch.linalg.svdvals(falcon_slices(X, layout)).pow(2)  # (slices, min(T, C))
-        tail = s2.flip(-1).cumsum(-1).flip(-1)  # tail[:, i] = sum of s2[:, i:]
-        full = X.numel()
-        choices = []
-        for k in range(1, falcon_max_k(tuple(X.shape), layout) + 1):
-            stored = falcon_num_params(tuple(X.shape), k, layout)
-            err = float(tail[:, k].sum()) if k < tail.shape[1] else 0.0
-            if stored < full:
-                choices.append((k, stored, err))
-        options[role] = choices
-    target = keep * dense
-    best = None
-    for combo in itertools.product(*options.values()):
-        stored = sum(c[1] for c in combo)
-        if relative_miss(stored, target) > CR_TOLERANCE:
-            continue
-        err = sum(c[2] for c in combo)
-        if best is None or (err, stored) < (best[0], best[1]):
-            best = (err, stored, combo)
-    if best is None:
-        nearest = sorted({sum(c[1] for c in combo) / dense for combo in itertools.product(*options.values())},
-                         key=lambda f: abs(f - keep))[:3]
-        raise ValueError(f"falcon cannot keep {keep:g} of the encoder weights within {CR_TOLERANCE:.0%}; "
-                         f"nearest allocations keep {[round(f, 3) for f in nearest]}")
-    return {"k": {role: c[0] for role, c in zip(options, best[2])}, "stacks": stacks, "kept": best[1] / dense,
-            "sq_error": best[0]}
-
-
-def prune_ffn_neurons(ffn_in: nn.Linear, ffn_out: nn.Linear, keep: float) -> tuple[nn.Linear, nn.Linear, list[int]]:
-    """Remove the FFN's lowest-scoring intermediate neurons; returns new ``(ffn_in, ffn_out, kept)``.
-
-    A neuron ``j`` is row ``j`` of ``ffn_in`` (and its bias) and column ``j`` of ``ffn_out``;
-    its score is the l1 norm of both (the same weight-magnitude criterion as
-    :func:`mpstudy.prune.head_scores`). ``round(keep * d_ff)`` neurons stay (at least one).
-    """
-    keep = _check_keep(keep)
-    if ffn_in.out_features != ffn_out.in_features:
-        raise ValueError(f"ffn_in has {ffn_in.out_features} outputs but ffn_out takes {ffn_out.in_features} inputs")
-    score = ffn_in.weight.detach().abs().sum(1) + ffn_out.weight.detach().abs().sum(0)
-    n_keep = max(1, round(keep * ffn_in.out_features))
-    kept = sorted(torch.topk(score, n_keep).indices.tolist())
-    index = torch.tensor(kept, dtype=torch.long)
-    return select_linear(ffn_in, index, dim=0), select_linear(ffn_out, index, dim=1), kept
-
-
-def prune_heads_and_neurons(model: nn.Module, keep: float) -> dict[str, Any]:
-    """Structured pruning in place: keep ``keep`` of every layer's heads and FFN neurons.
-
-    Heads go by ``mpstudy.prune.prune_attention`` (rounded to whole heads), neurons by
-    ``prune_ffn_neurons``. Returns the removed heads and the kept neuron count per layer.
-    """
-    keep = _check_keep(keep)
-    heads, kept_heads = {}, {}
-    for pm in prunable_modules(model):
-        if pm.kind == "attention":
-            heads[pm.name] = prune_attention(pm.module, keep)
-            kept_heads[pm.name] = attention_num_heads(pm.module)
-    ffn = resolve_targets(model, "ffn", module_types=(nn.Linear,))
-    by_layer: dict[tuple[str, int], dict[str, Any]] = {}
-    for t in ffn:
-        by_layer.setdefault((t.stack, t.layer), {})[t.role] = t
-    neurons = {}
-    for pair in by_layer.values():
-        new_in, new_out, kept = prune_ffn_neurons(pair["ffn_in"].module, pair["ffn_out"].module, keep)
-        set_submodule(model, pair["ffn_in"].name, new_in)
-        set_submodule(model, pair["ffn_out"].name, new_out)
-        neurons[pair["ffn_in"].name] = len(kept)
-    return {"removed_heads": heads, "kept_heads": kept_heads, "kept_neurons": neurons}
 
 
 @torch.no_grad()
@@ -280,72 +120,58 @@ def compress_to_budget(model: nn.Module, method: str, keep: float, fisher=None, 
                        ae_epochs: int = 10) -> dict[str, Any]:
     """Compress ``model``'s encoder Linears in place so ``keep`` of their weights remain.
 
+    A thin call through the registry: the method's ``Method.for_budget`` turns ``keep`` into its
+    own keywords (a rank rule, an MPO bond cap, FALCON's ``k`` per type...), ``mpstudy.compress``
+    applies them, and the kept fraction is counted here (``mpstudy.accounting.budget_count``:
+    stored numbers, non-zeros under a pruning mask) and checked against the request.
+
     Args:
         model: a BERT-family classifier (the targets are ``ENCODER_LINEAR``).
-        method: one of ``COMPARED_METHODS``.
+        method: one of ``COMPARED_METHODS`` (the comparison's labels; :data:`COMPARED` names the
+            registered method behind each).
         keep: fraction of the encoder's Linear weights kept, in (0, 1).
         fisher: row importances for ``fwsvd`` (:func:`mpstudy.fisher.estimate_fisher`).
         seed: seeds the methods that draw random numbers (the autoencoder's initialisation).
         ae_epochs: training epochs of each row autoencoder.
 
     Returns:
-        ``method``, ``keep`` (requested), ``kept`` (achieved, stored or non-zero as the method's
-        budget counts), ``stored``, ``nonzero``, ``dense`` (weights counted), ``structure`` (the
-        method's discrete choice) and ``seconds``.
+        ``method``, ``keep`` (requested), ``kept`` (achieved, as the budget counts), ``stored``,
+        ``nonzero``, ``dense`` (weights counted), ``structure`` (the method's discrete choice:
+        the keywords ``for_budget`` chose, the fixed options, and the distinct ranks / heads /
+        neurons left per module) and ``seconds``.
 
     Raises:
         ValueError: an unknown method or a bad ``keep`` (before anything changes), or an achieved
             budget more than 5 % from the request.
     """
-    keep = _check_keep(keep)
-    if method not in COMPARED_METHODS:
+    keep = check_keep(keep, full=False)
+    if method not in COMPARED:
         raise ValueError(f"unknown method {method!r}; compared methods: {list(COMPARED_METHODS)}")
-    if method == "fwsvd" and fisher is None:
-        raise ValueError("method 'fwsvd' needs fisher= (mpstudy.fisher.estimate_fisher on the task)")
+    name, fixed = COMPARED[method]
+    spec = get_method(name)
+    # the unit's own inputs, passed to the methods that take them
+    given = {"fisher": fisher, "seed": seed, "epochs": ae_epochs}
+    options = {**fixed, **{k: v for k, v in given.items() if k in spec.budget_keys and v is not None}}
     names = encoder_linear_names(model)
-    dense = sum(model.get_submodule(n).weight.numel() for n in names)
-    cr = 1 / keep
+    dense = count_parameters(model, names, include_bias=False, nonzero=False)["stored"]
     start = time.perf_counter()
-    structure: dict[str, Any] = {}
-    if method == "svd":
-        report = compress(model, "svd", targets=ENCODER_LINEAR, ratio=keep)
-        structure = {"ranks": sorted({m["rank"] for m in report.modules})}
-    elif method == "fwsvd":
-        report = compress(model, "fwsvd", targets=ENCODER_LINEAR, ratio=keep, fisher=fisher)
-        structure = {"ranks": sorted({m["rank"] for m in report.modules})}
-    elif method == "mpo":
-        bond, _ = mpo_bond_for_budget(model, keep, names)
-        compress(model, "mpo", targets=ENCODER_LINEAR, max_bond=bond)
-        structure = {"max_bond": bond}
-    elif method in ("tucker", "kronecker", "magnitude"):
-        offline = {"tucker": "offline-tucker", "kronecker": "offline-kronecker", "magnitude": "offline-prune"}[method]
-        compress(model, offline, targets=ENCODER_LINEAR, cr=cr, mode="separated")
-        structure = {"cr": cr, "mode": "separated"}
-    elif method == "autoencoder":
-        compress(model, "offline-ae", targets=ENCODER_LINEAR, cr=cr, mode="separated", epochs=ae_epochs,
-                 batch_size=32, lr=3e-3, seed=seed)
-        structure = {"cr": cr, "mode": "separated", "epochs": ae_epochs, "seed": seed}
-    elif method == "falcon":
-        plan = falcon_allocation(model, keep, names)
-        for role, members in plan["stacks"].items():
-            modules = [model.get_submodule(n) for n in members]
-            layers, _ = falcon_group(modules, "rows", plan["k"][role], f"falcon:{role}")
-            for name, layer, old in zip(members, layers, modules):
-                layer.train(old.training)
-                set_submodule(model, name, layer)
-        structure = {"k": plan["k"], "layout": "rows", "stack": "vertical"}
-    elif method == "heads":
-        info = prune_heads_and_neurons(model, keep)
-        structure = {"heads_kept": sorted(set(info["kept_heads"].values())),
-                     "neurons_kept": sorted(set(info["kept_neurons"].values()))}
+    chosen = spec.for_budget(model, keep, ENCODER_LINEAR, **options)
+    report = compress(model, name, targets=ENCODER_LINEAR, **chosen, **options)
     seconds = time.perf_counter() - start
-    counts = linear_weight_counts(model, names)
-    kept = (counts["nonzero"] if method in NONZERO_BUDGET else counts["stored"]) / dense
-    if relative_miss(kept, keep) > CR_TOLERANCE:
+    # whatever a module became (thin Linears, MPO cores, a share of a FALCON basis, a row autoencoder
+    # with its decoder, a pruned Linear), its numbers count, shared tensors once, output biases not
+    counts = count_parameters(model, names, include_bias=False)
+    kept = budget_count(model, names) / dense
+    if relative_miss(kept, keep) > BUDGET_TOLERANCE:
         raise ValueError(f"{method} kept {kept:.3f} of the encoder weights for a budget of keep={keep:g} "
-                         f"(tolerance {CR_TOLERANCE:.0%})")
-    return {"method": method, "keep": keep, "kept": kept, "dense": dense, **counts, "structure": structure,
-            "seconds": seconds}
+                         f"(tolerance {BUDGET_TOLERANCE:.0%})")
+    structure = {**chosen, **{k: v for k, v in options.items() if k != "fisher"}}
+    for key, label in _DISCRETE.items():
+        values = sorted({m[key] for m in report.modules if m.get(key) is not None})
+        if values:
+            structure[label] = values
+    return {"method": method, "keep": keep, "kept": kept, "dense": dense, "stored": counts["stored"],
+            "nonzero": counts["nonzero"], "structure": structure, "seconds": seconds}
 
 
 # --------------------------------------------------------------------------- one unit of the grid
@@ -377,8 +203,9 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``compression`` (see :func:`compress_to_budget`), ``params`` (whole-model
-        ``mpstudy.surgery.count_parameters``), ``flops`` and ``dense_flops``, ``latency``
-        (``compare_latency`` against the dense model, or ``None``) and ``runs``: one row per
+        ``mpstudy.accounting.count_parameters``), ``flops`` and ``dense_flops``, ``latency``
+        (``mpstudy.measure.compare_latency`` against the dense model with the unit's ``threads``,
+        recorded there, or ``None``) and ``runs``: one row per
         (regime, seed) with ``score`` (the task's main metric) and all ``metrics``.
     """
 
@@ -400,7 +227,8 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("latency"):
         lat = spec["latency"]
         out["latency"] = {**compare_latency(teacher, student, dummy_batch(tokenizer, lat["batch"], lat["seq"]),
-                                            repeats=lat["repeats"]), "batch": lat["batch"], "seq": lat["seq"]}
+                                            repeats=lat["repeats"], threads=spec.get("threads")),
+                          "batch": lat["batch"], "seq": lat["seq"]}
     eval_kwargs = {"batch_size": cfg.get("eval_batch_size", 64), "max_length": cfg.get("max_length", 128)}
     start = time.perf_counter()
     metrics = evaluate(student, tokenizer, task, **eval_kwargs)

@@ -9,8 +9,9 @@ The workflow (each step is also a ``mpstudy prune ...`` command):
 2. :func:`mpstudy.prune.prune_variants`: every variant pruned once from the fine-tuned model.
 3. :func:`tune_modules` (module-level fine-tuning): each variant is trained to reproduce the
    original module's output on the same input (mean squared error), with the original model
-   frozen and its activations captured by forward hooks; early stopping restores each
-   variant's best state.
+   frozen and its activations captured by forward hooks (:class:`mpstudy.distill.ModuleMatchObjective`,
+   trained by the shared loop :func:`mpstudy.train`); early stopping restores each variant's
+   own best state.
 4. :func:`mpstudy.prune.compose` and :func:`finetune_configuration` (model-level fine-tuning
    with the shared loop :func:`mpstudy.train`), once from tuned variants (composability) and once
    from untuned ones (the baseline).
@@ -26,18 +27,18 @@ import math
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ... import prune as P
 from ... import prune_io
-from ...measure import count_flops, latency
+from ...accounting import count_parameters
+from ...distill import ModuleMatchObjective, ModuleMatchValidation
+from ...measure import count_flops, forward_latency
 from ...models import load_model
 from ...prune import (
     clone_module,
@@ -49,17 +50,14 @@ from ...prune import (
     scheme_size,
 )
 from ...records import write_json_atomic
-from ...surgery import count_parameters
 from ...tasks import load_task, load_test_split, make_collate
 from ...train import (
     TrainConfig,
     TrainResult,
-    default_param_groups,
     evaluate,
     iterate_batches,
-    linear_schedule,
     resolve_device,
-    set_seed,
+    task_evaluation,
     train,
 )
 
@@ -67,76 +65,21 @@ __all__ = [
     "ModuleTuneResult",
     "ConfigurationRun",
     "CompositionStudy",
-    "module_inputs",
     "tune_modules",
-    "dev_loss",
     "finetune_configuration",
     "time_to_target",
     "run_composability",
     "sparsity_latency",
-    "interleaved_latency",
+    "plot_loss_curves",
+    "plot_time_to_quality",
+    "run_prune_step",
     "variant_key",
 ]
 
 
-def variant_key(name: str, keep_ratio: float) -> str:
-    """``"<module name>@<keep ratio>"``, the key of one variant in histories and tables."""
-    return f"{name}@{keep_ratio:g}"
-
-
-def _main_output(output: Any) -> torch.Tensor:
-    """The hidden-state output of a module: the tensor itself, or the first element of a tuple
-    (attention blocks return ``(output, attention weights)``, T5 ``(output, position_bias, weights)``)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def module_inputs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The forward arguments that run ``model`` on a training batch without computing its loss.
-
-    Labels are dropped (the module-level objective needs activations only); an encoder-decoder
-    gets ``decoder_input_ids`` shifted from the labels (padding ``-100`` becomes the pad id),
-    as in teacher-forced training, and ``use_cache=False``.
-    """
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    if getattr(model.config, "is_encoder_decoder", False):
-        if "labels" not in batch:
-            raise ValueError("an encoder-decoder batch needs 'labels' to build the decoder inputs")
-        labels = batch["labels"]
-        if hasattr(model, "prepare_decoder_input_ids_from_labels"):
-            inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
-        else:
-            inputs["decoder_input_ids"] = model._shift_right(labels)
-        inputs["use_cache"] = False
-    return inputs
-
-
-class _Matcher:
-    """Forward hooks on the frozen original model: every time a hooked module runs, each of its
-    variants runs on the very same inputs and its squared error to the module's output is kept."""
-
-    def __init__(self, model: nn.Module, variants: Mapping[str, Mapping[float, nn.Module]]):
-        self.losses: dict[tuple[str, float], torch.Tensor] = {}
-        self.handles = []
-        for name, by_keep in variants.items():
-            hook = self._make_hook(name, by_keep)
-            self.handles.append(model.get_submodule(name).register_forward_hook(hook, with_kwargs=True))
-
-    def _make_hook(self, name: str, by_keep: Mapping[float, nn.Module]):
-        def hook(module, args, kwargs, output):
-            target = _main_output(output).detach()
-            if kwargs.get("past_key_values") is not None:  # a variant must not write into the original's cache
-                kwargs = {**kwargs, "past_key_values": None}
-            for keep, variant in by_keep.items():
-                pred = _main_output(variant(*args, **kwargs))
-                if pred.shape != target.shape:
-                    raise ValueError(f"variant {variant_key(name, keep)} returned shape {tuple(pred.shape)}, "
-                                     f"the original module {tuple(target.shape)}")
-                self.losses[(name, keep)] = F.mse_loss(pred.float(), target.float())
-        return hook
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+def variant_key(name: str, keep: float) -> str:
+    """``"<module name>@<keep>"``, the key of one variant in histories and tables."""
+    return f"{name}@{keep:g}"
 
 
 @dataclass
@@ -176,23 +119,20 @@ class ModuleTuneResult:
         return pd.DataFrame(rows)
 
 
-def _all_variants(variants: Mapping[str, Mapping[float, nn.Module]]) -> list[tuple[str, float, nn.Module]]:
-    return [(name, keep, module) for name, by_keep in variants.items() for keep, module in by_keep.items()]
-
-
-@torch.no_grad()
-def _validate(model, matcher: _Matcher, examples, collate, batch_size: int, device) -> dict[tuple[str, float], float]:
-    sums: dict[tuple[str, float], float] = {}
-    count = 0
-    for _, batch in iterate_batches(examples, collate, batch_size):
-        matcher.losses.clear()
-        batch = {k: v.to(device) for k, v in batch.items()}
-        model(**module_inputs(model, batch))
-        n = batch["input_ids"].shape[0]
-        for key, loss in matcher.losses.items():
-            sums[key] = sums.get(key, 0.0) + float(loss) * n
-        count += n
-    return {key: total / count for key, total in sums.items()}
+def _tune_history(records: Sequence[Mapping[str, Any]], keys: Mapping[str, str], steps_per_epoch: int) -> list[dict[str, Any]]:
+    """``TrainResult.history`` of a module-matching run (a ``loss`` per step; ``dev_loss`` and
+    ``dev_<slot>`` per validation) -> one :class:`ModuleTuneResult` record per validation."""
+    out: list[dict[str, Any]] = []
+    losses: list[float] = []
+    for record in records:
+        if "loss" in record:
+            losses.append(record["loss"])
+        if "dev_loss" in record:
+            out.append({"step": record["step"], "epoch": record["step"] / steps_per_epoch,
+                        "train_loss": statistics.fmean(losses) if losses else None, "val_loss": record["dev_loss"],
+                        "elapsed_s": record["elapsed_s"], **{f"val/{key}": record[f"dev_{slot}"] for slot, key in keys.items()}})
+            losses = []
+    return out
 
 
 def tune_modules(
@@ -209,15 +149,16 @@ def tune_modules(
     on each pruned module feeds its exact inputs (hidden states, masks, T5's position bias) to
     every variant of that module and takes the mean squared error between the variant's output
     and the original module's output (``[B, T, hidden]``; for attention blocks the first element
-    of their tuple outputs). The rest of the network sees the original activations, so all
-    variants train at once, independently, in one forward of the original model per batch. The
-    loss is the sum over variants; only variant parameters are optimized (AdamW, linear warmup
-    and decay, gradient clipping: the pieces of :func:`mpstudy.train`). A masked Linear stays
-    masked: only its surviving weights change.
+    of their tuple outputs): :class:`mpstudy.distill.ModuleMatchObjective`. The rest of the network
+    sees the original activations, so all variants train at once, independently, in one forward of
+    the original model per batch. The loss is the sum over variants; only variant parameters are
+    optimized, by the shared loop :func:`mpstudy.train` (its model is an ``nn.ModuleDict`` of the
+    variants). A masked Linear stays masked: only its surviving weights change.
 
     Validation (on ``task.dev``) runs before training, every ``config.eval_every`` steps
     (default: once per epoch) and at the end. Each variant ends in the state with its lowest
-    validation MSE, the untuned one included; training stops when the summed validation loss
+    validation MSE, the untuned one included (:class:`mpstudy.distill.ModuleMatchValidation`
+    snapshots each variant on its own); training stops when the summed validation loss
     has not improved for ``patience`` validations (``None``: never).
 
     Args:
@@ -227,7 +168,8 @@ def tune_modules(
             they are copied, not changed.
         config: ``lr``, ``epochs``/``max_steps``, ``batch_size``, ``eval_batch_size``,
             ``warmup_ratio``, ``weight_decay``, ``max_grad_norm``, ``eval_every``,
-            ``max_length``, ``seed``, ``device``, ``progress`` are used.
+            ``max_length``, ``seed``, ``device``, ``progress`` are used; the selection (summed
+            validation MSE, lower is better), ``patience`` and the validation at step 0 are set here.
         patience: validations without improvement before stopping.
 
     Returns:
@@ -239,121 +181,39 @@ def tune_modules(
         raise ValueError(f"patience must be a positive int or None, got {patience!r}")
     if not variants:
         raise ValueError("no variants to tune: the pruning scheme is empty")
-    device = resolve_device(config.device)
-    set_seed(config.seed)
-    tuned = {name: {keep: clone_module(m) for keep, m in by_keep.items()} for name, by_keep in variants.items()}
-    flat = _all_variants(tuned)
-    holder = nn.ModuleList([m for _, _, m in flat]).to(device)
-    for p in holder.parameters():
-        p.requires_grad_(True)
-    flags = {id(p): p.requires_grad for p in model.parameters()}
-    was_training, model_device = model.training, next(model.parameters()).device
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-    optimizer = torch.optim.AdamW(default_param_groups(holder, config.weight_decay), lr=config.lr)
-    steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, int(config.warmup_ratio * total)))
-    eval_every = config.eval_every or steps_per_epoch
-    collate = make_collate(task, tokenizer, max_length=config.max_length)
-    generator = torch.Generator().manual_seed(config.seed)
-    matcher = _Matcher(model, tuned)
     start = time.perf_counter()
-    keys = {(name, keep): variant_key(name, keep) for name, keep, _ in flat}
-
-    def validate(step: int, train_losses: list[float]) -> dict[tuple[str, float], float]:
-        holder.eval()
-        val = _validate(model, matcher, task.dev, collate, config.eval_batch_size, device)
-        holder.train()
-        history.append({"step": step, "epoch": step / steps_per_epoch,
-                        "train_loss": statistics.fmean(train_losses) if train_losses else None,
-                        "val_loss": sum(val.values()), "elapsed_s": time.perf_counter() - start,
-                        **{f"val/{keys[k]}": v for k, v in val.items()}})
-        return val
-
-    history: list[dict[str, Any]] = []
+    tuned = {name: {keep: clone_module(m) for keep, m in by_keep.items()} for name, by_keep in variants.items()}
+    # ModuleDict keys cannot hold dots (module names and keep ratios do): slot v<i> is the i-th variant
+    slots = {f"v{i}": (name, keep) for i, (name, keep) in
+             enumerate((name, keep) for name, by_keep in tuned.items() for keep in by_keep)}
+    students = nn.ModuleDict({slot: tuned[name][keep] for slot, (name, keep) in slots.items()})
+    for p in students.parameters():
+        p.requires_grad_(True)
+    objective = ModuleMatchObjective(model, {slot: name for slot, (name, _) in slots.items()})
+    collate = make_collate(task, tokenizer, max_length=config.max_length)
+    validation = ModuleMatchValidation(objective, [b for _, b in iterate_batches(task.dev, collate, config.eval_batch_size)])
+    run_config = replace(config, patience=patience, select_metric="loss", higher_is_better=False,
+                         eval_at_start=True, keep_best=False)  # the best states are per variant: `validation` keeps them
+    model_device = next(model.parameters()).device
+    model.to(resolve_device(config.device))
     try:
-        val = validate(0, [])
-        before = dict(val)
-        best = {k: (v, 0, {n: t.detach().clone() for n, t in m.state_dict().items()})
-                for k, v, m in ((k, val[k], tuned[k[0]][k[1]]) for k in val)}
-        best_total, bad, step, stopped = sum(val.values()), 0, 0, False
-        train_losses: list[float] = []
-        bar = tqdm(total=total, desc="module-level tuning", disable=not config.progress, leave=False)
-        holder.train()
-        while step < total and not stopped:
-            for _, batch in iterate_batches(task.train, collate, config.batch_size, generator):
-                matcher.losses.clear()
-                batch = {k: v.to(device) for k, v in batch.items()}
-                model(**module_inputs(model, batch))
-                loss = sum(matcher.losses.values())
-                loss.backward()
-                if config.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(holder.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                train_losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{train_losses[-1]:.4f}")
-                if step % eval_every == 0 or step == total:
-                    val = validate(step, train_losses)
-                    train_losses = []
-                    for k, v in val.items():
-                        if v < best[k][0]:
-                            module = tuned[k[0]][k[1]]
-                            best[k] = (v, step, {n: t.detach().clone() for n, t in module.state_dict().items()})
-                    if sum(val.values()) < best_total:
-                        best_total, bad = sum(val.values()), 0
-                    else:
-                        bad += 1
-                        if patience is not None and bad >= patience:
-                            stopped = step < total
-                            break
-                if step >= total:
-                    break
-        bar.close()
+        result = train(students, tokenizer, task, run_config, objective=objective, eval_fn=validation)
     finally:
-        matcher.close()
-        for p in model.parameters():
-            p.requires_grad_(flags[id(p)])
-        model.to(model_device).train(was_training)
-    for (name, keep), (_, _, state) in best.items():
-        tuned[name][keep].load_state_dict(state)
-    for _, _, module in flat:
-        module.cpu().eval()
-    result = ModuleTuneResult(
-        history=history,
-        val_before={keys[k]: v for k, v in before.items()},
-        val_after={keys[k]: b[0] for k, b in best.items()},
-        best_step={keys[k]: b[1] for k, b in best.items()},
-        steps=step, stopped_early=stopped, seconds=time.perf_counter() - start,
+        model.to(model_device)
+    validation.restore(students)
+    students.cpu().eval()
+    keys = {slot: variant_key(name, keep) for slot, (name, keep) in slots.items()}
+    steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
+    return tuned, ModuleTuneResult(
+        history=_tune_history(result.history, keys, steps_per_epoch),
+        val_before={keys[slot]: v for slot, v in validation.first.items()},
+        val_after={keys[slot]: v for slot, (v, _) in validation.best.items()},
+        best_step={keys[slot]: step for slot, (_, step) in validation.best.items()},
+        steps=result.steps, stopped_early=result.stopped_early, seconds=time.perf_counter() - start,
     )
-    return tuned, result
 
 
 # --------------------------------------------------------------------------- model level
-
-
-@torch.no_grad()
-def dev_loss(model: nn.Module, tokenizer, task, batch_size: int = 64, max_length: int = 128) -> float:
-    """The model's own loss (cross-entropy; token-level for seq2seq, padding ignored) on ``task.dev``,
-    averaged over examples (each batch's mean weighted by its size)."""
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    collate = make_collate(task, tokenizer, max_length=max_length)
-    total, count = 0.0, 0
-    for _, batch in iterate_batches(task.dev, collate, batch_size):
-        n = batch["input_ids"].shape[0]
-        total += float(model(**{k: v.to(device) for k, v in batch.items()}).loss) * n
-        count += n
-    model.train(was_training)
-    return total / count
 
 
 def finetune_configuration(
@@ -364,22 +224,17 @@ def finetune_configuration(
     composed (the starting point), then fine-tune all its parameters with :func:`mpstudy.train`.
 
     Pruned heads stay removed and masked weights stay zero (the masks are kept). With
-    ``with_dev_loss`` each evaluation also records ``dev_loss``.
+    ``with_dev_loss`` each evaluation also records the model's own dev loss (``loss`` in the
+    metrics, ``dev_loss`` in the history; :func:`mpstudy.train.task_evaluation`).
 
     Returns:
         ``(fine-tuned model, dev metrics before fine-tuning, TrainResult)``.
     """
     composed = compose(model, config, variants)
-    eval_kwargs = dict(batch_size=train_config.eval_batch_size, max_length=train_config.max_length,
-                       max_new_tokens=train_config.max_new_tokens)
-    device = resolve_device(train_config.device)
-    composed.to(device)
-    start_metrics = evaluate(composed, tokenizer, task, **eval_kwargs)
-    if with_dev_loss:
-        start_metrics["loss"] = dev_loss(composed, tokenizer, task, train_config.eval_batch_size, train_config.max_length)
-    extra = (lambda m: {"dev_loss": dev_loss(m, tokenizer, task, train_config.eval_batch_size, train_config.max_length)}) \
-        if with_dev_loss else None
-    result = train(composed, tokenizer, task, train_config, extra_eval=extra)
+    composed.to(resolve_device(train_config.device))
+    evaluation = task_evaluation(tokenizer, task, train_config, loss=with_dev_loss)
+    start_metrics = evaluation(composed, 0)
+    result = train(composed, tokenizer, task, train_config, eval_fn=evaluation)
     return composed, start_metrics, result
 
 
@@ -534,27 +389,6 @@ def run_composability(
 # --------------------------------------------------------------------------- cost
 
 
-def interleaved_latency(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor], repeats: int = 10,
-                        warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Forward latency of several models on one batch, timed round-robin.
-
-    Each round runs every model once, so a slowdown of a shared machine hits all of them alike.
-
-    Returns:
-        ``{name: {"median_ms", "min_ms", "times_ms"}}``; ``times_ms[i]`` is round ``i``.
-    """
-
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats!r}")
-    for model in models.values():
-        latency(model, dict(batch), repeats=1, warmup=warmup)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            times[name].append(latency(model, dict(batch), repeats=1, warmup=0)["median_ms"])
-    return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for name, t in times.items()}
-
-
 def sparsity_latency(
     model: nn.Module,
     configs: Sequence[Mapping[str, float]],
@@ -562,6 +396,7 @@ def sparsity_latency(
     batch: Mapping[str, torch.Tensor],
     repeats: int = 10,
     warmup: int = 2,
+    threads: int | None = None,
 ):
     """What each pruning form saves: stored and non-zero parameters, FLOPs and measured latency.
 
@@ -578,7 +413,9 @@ def sparsity_latency(
         A DataFrame with ``form``, ``attention_keep``, ``linear_keep``, ``stored_params``,
         ``nonzero_params``, ``gflops`` (dense kernels: zeros are multiplied too),
         ``latency_ms`` (median), ``speedup`` (median over rounds of the dense model's time divided
-        by this form's time in the same round).
+        by this form's time in the same round) and ``threads``. Every form's forward is timed
+        round-robin with the others (``mpstudy.measure.forward_latency``, ``threads`` torch threads;
+        ``None``: the current count).
     """
     import pandas as pd
 
@@ -602,15 +439,15 @@ def sparsity_latency(
     for index, config in enumerate(configs):
         forms[f"config {index}"] = (finalize_pruning(compose(model, config, variants)),
                                     _keep_of(config, kinds, "attention"), _keep_of(config, kinds, "linear"))
-    times = interleaved_latency({name: m for name, (m, _, _) in forms.items()}, batch, repeats=repeats, warmup=warmup)
+    timing = forward_latency({name: m for name, (m, _, _) in forms.items()}, batch, repeats=repeats, warmup=warmup,
+                             threads=threads)
     rows = []
-    dense_times = times["dense"]["times_ms"]
     for name, (m, att, lin) in forms.items():
         params = count_parameters(m)
         rows.append({"form": name, "attention_keep": att, "linear_keep": lin, "stored_params": params["stored"],
                      "nonzero_params": params["nonzero"], "gflops": count_flops(m, dict(batch)) / 1e9,
-                     "latency_ms": times[name]["median_ms"],
-                     "speedup": statistics.median(d / t for d, t in zip(dense_times, times[name]["times_ms"]))})
+                     "latency_ms": timing.median(name) * 1e3, "speedup": timing.ratio("dense", name),
+                     "threads": timing.threads})
     return pd.DataFrame(rows)
 
 
@@ -772,8 +609,7 @@ def run_prune_step(args) -> Any:
         task = task_for(args)
         config = train_config(args)
         start = evaluate(model, tokenizer, task, max_length=config.max_length)
-        result = train(model, tokenizer, task, config,
-                       extra_eval=lambda m: {"dev_loss": dev_loss(m, tokenizer, task, config.eval_batch_size, config.max_length)})
+        result = train(model, tokenizer, task, config, eval_fn=task_evaluation(tokenizer, task, config, loss=True))
         prune_io.save_pruned(model, args.out, base=meta["base"], task=meta["task"], tokenizer=tokenizer,
                       extra={k: v for k, v in meta.items() if k not in ("format", "base", "task", "pruned_heads", "masked_linears")})
         if args.stats:

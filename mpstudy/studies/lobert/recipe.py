@@ -22,15 +22,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...accounting import count_parameters
 from ...distill import DistillObjective
-from ...factorize.falcon import falcon_k_for_ratio, falcon_max_k, falcon_num_params
+from ...factorize.falcon import falcon_k_for_keep, falcon_max_k, falcon_num_params
 from ...factorize.stacks import check_ranks, tucker_stack_num_params, tucker_stack_ranks
-from ...factorize.svd import rank_for_ratio
+from ...factorize.svd import rank_for_keep
 from ...measure import compare_latency, dummy_batch
-from ...methods.lobert import DEFAULT_RATIO, LOBERT_MODES
-from ...surgery import CompressionReport, compress, count_parameters
+from ...methods.lobert import DEFAULT_KEEP, LOBERT_MODES
+from ...surgery import CompressionReport, compress
 
-__all__ = ["LOBERT_MODES", "DEFAULT_RATIO", "LOBERT_KD", "mode_budget", "mode_plan", "lobert_compress", "copy_uncompressed",
+__all__ = ["LOBERT_MODES", "DEFAULT_KEEP", "LOBERT_KD", "mode_budget", "mode_plan", "lobert_compress", "copy_uncompressed",
            "lobert_objective", "beta_from_lobert", "student_cost"]
 
 #: LoBERT's (temperature, alpha) per task, read from its ``kd_12layer_mean.csv`` (which is in fact
@@ -41,32 +42,32 @@ LOBERT_KD: dict[str, tuple[float, float]] = {
 }
 
 
-def mode_budget(mode: str, ratio: float | None = None, ranks: Any = None, k: int | None = None) -> dict[str, Any]:
-    """The budget keywords of ``lobert-<mode>`` for a kept ``ratio``, explicit ``ranks`` (an int: the
+def mode_budget(mode: str, keep: float | None = None, ranks: Any = None, k: int | None = None) -> dict[str, Any]:
+    """The budget keywords of ``lobert-<mode>`` for a kept fraction ``keep``, explicit ``ranks`` (an int: the
     SVD rank; a list, or a dict role -> list: Tucker ranks) or FALCON's ``k``; none: LoBERT's default."""
     if mode not in LOBERT_MODES:
         raise ValueError(f"unknown LoBERT mode {mode!r}; known: {list(LOBERT_MODES)}")
     family = LOBERT_MODES[mode]["family"]
-    given = {name: v for name, v in (("ratio", ratio), ("ranks", ranks), ("k", k)) if v is not None}
+    given = {name: v for name, v in (("keep", keep), ("ranks", ranks), ("k", k)) if v is not None}
     if len(given) > 1:
-        raise ValueError(f"give at most one of ratio=, ranks=, k= for mode {mode!r}, got {sorted(given)}")
+        raise ValueError(f"give at most one of keep=, ranks=, k= for mode {mode!r}, got {sorted(given)}")
     if k is not None and family != "falcon":
-        raise ValueError(f"k= is FALCON's number of products per slice; mode {mode!r} is {family}: use ratio= or ranks=")
+        raise ValueError(f"k= is FALCON's number of products per slice; mode {mode!r} is {family}: use keep= or ranks=")
     if ranks is not None and family == "falcon":
-        raise ValueError(f"mode {mode!r} is FALCON: its budget is k= (products per slice) or ratio=, not ranks=")
+        raise ValueError(f"mode {mode!r} is FALCON: its budget is k= (products per slice) or keep=, not ranks=")
     if family == "svd" and ranks is not None:
         return {"rank": ranks}
     return given
 
 
-def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, ratio: float | None = None,
+def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, keep: float | None = None,
               ranks: Any = None, k: int | None = None, stack_ranks: list[int] | None = None) -> dict[str, Any]:
     """What ``mode`` stores on a BERT-shaped encoder, computed from the shapes alone (no weights).
 
     Args:
         mode: a LoBERT mode.
         num_layers, hidden, intermediate: the encoder's depth, hidden size and FFN size.
-        ratio, ranks, k, stack_ranks: the budget, as for :func:`lobert_compress`.
+        keep, ranks, k, stack_ranks: the budget, as for :func:`lobert_compress`.
 
     Returns:
         ``dense`` (weights replaced), ``stored`` (numbers stored in their place; shared tensors once,
@@ -75,7 +76,7 @@ def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, ratio:
         rules as ``compress``, so a test can hold both to the same numbers.
     """
 
-    budget = mode_budget(mode, ratio=ratio, ranks=ranks, k=k)
+    budget = mode_budget(mode, keep=keep, ranks=ranks, k=k)
     spec = LOBERT_MODES[mode]
     L, h, f = num_layers, hidden, intermediate
     shapes = {"query": (h, h), "key": (h, h), "value": (h, h), "ffn_in": (f, h), "ffn_out": (h, f)}
@@ -84,7 +85,7 @@ def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, ratio:
     if spec["family"] == "svd":
         for role in roles:
             m, n = shapes[role]
-            r = budget["rank"] if "rank" in budget else rank_for_ratio(m, n, budget.get("ratio", DEFAULT_RATIO[mode]))
+            r = budget["rank"] if "rank" in budget else rank_for_keep(m, n, budget.get("keep", DEFAULT_KEEP[mode]))
             if not isinstance(r, int) or isinstance(r, bool) or not 1 <= r <= min(m, n):
                 raise ValueError(f"rank must be an integer in [1, {min(m, n)}] for a {m}x{n} weight, got {r!r}")
             groups += [{"role": role, "shape": [m, n], "rank": r, "stored": r * (m + n)}] * L
@@ -101,10 +102,10 @@ def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, ratio:
                 r = budget.get("ranks")
                 r = r.get(role) if isinstance(r, dict) else r
                 r = (check_ranks(tuple(shape), r) if r is not None else
-                     tucker_stack_ranks(shape, budget.get("ratio", DEFAULT_RATIO[mode]), n_stack, stack_ranks))
+                     tucker_stack_ranks(shape, budget.get("keep", DEFAULT_KEEP[mode]), n_stack, stack_ranks))
                 groups.append({"role": role, "shape": shape, "ranks": r, "stored": tucker_stack_num_params(tuple(shape), r)})
             else:
-                kk = falcon_k_for_ratio(tuple(shape), budget["ratio"], spec["layout"]) if "ratio" in budget else budget.get("k", 1)
+                kk = falcon_k_for_keep(tuple(shape), budget["keep"], spec["layout"]) if "keep" in budget else budget.get("k", 1)
                 kmax = falcon_max_k(tuple(shape), spec["layout"])
                 if not isinstance(kk, int) or isinstance(kk, bool) or not 1 <= kk <= kmax:
                     raise ValueError(f"k (products per slice) must be an integer in [1, {kmax}] for a stack shaped "
@@ -116,14 +117,14 @@ def mode_plan(mode: str, num_layers: int, hidden: int, intermediate: int, ratio:
     return {"mode": mode, "dense": dense, "stored": stored, "kept": stored / dense, "groups": groups}
 
 
-def lobert_compress(model: nn.Module, mode: str, ratio: float | None = None, ranks: Any = None, k: int | None = None,
+def lobert_compress(model: nn.Module, mode: str, keep: float | None = None, ranks: Any = None, k: int | None = None,
                     **budget: Any) -> CompressionReport:
     """Compress ``model`` in place with LoBERT's ``mode`` on the weights that mode targets.
 
     Args:
         model: a BERT-style Hugging Face model.
-        mode: one of :data:`LOBERT_MODES` (``"self_svd"``, ``"self_tuckerlayer"``...).
-        ratio: kept fraction of the replaced weights (biases excluded).
+        mode: one of ``LOBERT_MODES`` (``"self_svd"``, ``"self_tuckerlayer"``...).
+        keep: kept fraction of the replaced weights (biases excluded).
         ranks: the SVD rank (int) or the Tucker ranks (list, or dict role -> list).
         k: FALCON's products per slice.
         **budget: further keywords of the method (``n_iter``, ``stack_ranks``, ``fit="sgd"``...).
@@ -131,7 +132,7 @@ def lobert_compress(model: nn.Module, mode: str, ratio: float | None = None, ran
     Returns:
         The :class:`~mpstudy.surgery.CompressionReport`.
     """
-    budget = {**mode_budget(mode, ratio=ratio, ranks=ranks, k=k), **budget}
+    budget = {**mode_budget(mode, keep=keep, ranks=ranks, k=k), **budget}
     return compress(model, f"lobert-{mode}", targets=LOBERT_MODES[mode]["targets"], **budget)
 
 
@@ -184,18 +185,21 @@ def lobert_objective(teacher, alpha: float = 0.5, temperature: float = 20.0, bet
 
 
 def student_cost(dense: nn.Module, student: nn.Module, tokenizer, batch_size: int = 32, seq_len: int = 64,
-                 repeats: int = 10) -> dict[str, Any]:
+                 repeats: int = 10, threads: int | None = None) -> dict[str, Any]:
     """Stored parameters and measured forward latency of ``student`` against ``dense`` (same process, alternated).
 
     Returns ``stored`` / ``dense_stored`` / ``param_ratio`` (whole model, shared tensors once), and
     ``latency_ratio`` (student / dense median forward time on a fixed batch, eval mode; factorized
-    Tucker and FALCON layers decode their weight once and reuse it there) with the two medians.
+    Tucker and FALCON layers decode their weight once and reuse it there) with the two medians and
+    the torch ``threads`` they were timed with (``mpstudy.measure.compare_latency``; ``None``: the
+    current count).
     """
 
     device = next(dense.parameters()).device
     batch = dummy_batch(tokenizer, batch_size=batch_size, seq_len=seq_len, device=device)
-    timing = compare_latency(dense, student, batch, repeats=repeats)
-    stored, base = count_parameters(student)["stored"], count_parameters(dense)["stored"]
+    timing = compare_latency(dense, student, batch, repeats=repeats, threads=threads)
+    stored = count_parameters(student, nonzero=False)["stored"]
+    base = count_parameters(dense, nonzero=False)["stored"]
     return {"stored": stored, "dense_stored": base, "param_ratio": stored / base,
             "latency_ratio": timing["candidate_ms"] / timing["baseline_ms"], "dense_ms": timing["baseline_ms"],
-            "student_ms": timing["candidate_ms"]}
+            "student_ms": timing["candidate_ms"], "threads": timing["threads"]}

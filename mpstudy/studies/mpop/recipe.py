@@ -12,13 +12,14 @@ from typing import Any
 
 from torch import nn
 
+from ...accounting import count_parameters
 from ...layers.mpo import mpo_layers
-from ...surgery import CompressionReport, compress, count_parameters
+from ...surgery import CompressionReport, compress
 from ...train import default_param_groups
 
 __all__ = ["MPOP_ROLES", "mpop_compress", "mpop_variant", "set_lightweight", "mpo_param_groups"]
 
-#: role groups of MPOP's ``--mpo_layers`` and the cap each uses: (mpstudy targets, cap key)
+#: role groups of MPOP's ``--mpo_layers`` and the cap each uses — (mpstudy targets, cap key)
 MPOP_ROLES: dict[str, tuple[str, str]] = {
     "word_embed": ("word_embeddings", "emb_cap"),
     "attention": ("qkv", "attention_cap"),

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ...accounting import count_parameters
 from ...layers.mpo import mpo_layers
-from ...surgery import count_parameters, set_submodule
+from ...surgery import set_submodule
 from ...train import TrainConfig, evaluate, train
 
 __all__ = ["BondCut", "cheapest_cut", "dimension_squeeze"]

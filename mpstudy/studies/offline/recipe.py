@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...accounting import budget_count
+from ...factorize.budget import check_keep
 from ...layers.base import CompressedLayer
 from ...surgery import compress
 
@@ -31,19 +33,19 @@ __all__ = [
 
 
 
-def achieved_cr(report) -> float:
-    """Compression ratio a ``CompressionReport`` achieved: dense weight entries / stored numbers, biases excluded.
+def achieved_cr(report, model: nn.Module) -> float:
+    """Compression ratio ``compress`` achieved on ``model``: dense weight entries / numbers kept, biases excluded.
 
-    Stored numbers are the replacement layers' ``num_params()`` (shared tensors once; non-zeros
-    for pruning) minus their biases, which every method keeps unchanged.
+    Args:
+        report: the ``CompressionReport`` of the compression.
+        model: the compressed model (the replaced modules are read by the report's names).
+
+    The numbers kept are ``mpstudy.accounting.budget_count`` of the replaced modules: their stored
+    numbers, shared tensors once, without the biases every method keeps unchanged; for magnitude
+    pruning the non-zero weights (its masked weights are still stored).
     """
-    entries = stored = 0
-    for m in report.modules:
-        weight = math.prod(m["shape"])
-        bias = m["params_before"] - weight
-        entries += weight
-        stored += m["params_after"] - bias
-    return entries / stored
+    entries = sum(math.prod(m["shape"]) for m in report.modules)
+    return entries / budget_count(model, [m["name"] for m in report.modules])
 
 
 def compression_info(model: nn.Module) -> list[dict[str, Any]]:
@@ -144,29 +146,33 @@ def method_budget(method: str, module: str, model: nn.Module, ae: dict[str, Any]
     return {}
 
 
-def compress_and_measure(base: nn.Module, method: str, module: str, cr: float, mode: str,
+def compress_and_measure(base: nn.Module, method: str, module: str, keep: float, mode: str,
                          reference: list[tuple[torch.Tensor, torch.Tensor]], tokenizer, sentences: list[str],
                          max_length: int = 64, **budget: Any) -> tuple[nn.Module | None, dict[str, Any]]:
     """Compress a copy of ``base`` and measure it offline (no training): one cell of the study's grid.
 
     Args:
         base: the model to copy (left untouched).
-        method, module, cr, mode: the cell (``module`` is a target role such as ``"key"``).
+        method, module, keep, mode: the cell (``module`` is a target role such as ``"key"``; ``keep`` the
+            kept fraction of its weights, shown as the paper's compression ratio ``cr = 1 / keep``).
         reference: :func:`encoder_states` of ``base`` on ``sentences``.
         **budget: extra method keywords (see :func:`method_budget`).
 
     Returns:
-        ``(student, row)``: the compressed copy (``None`` if the ratio is impossible) and a flat
-        record: the cell, ``feasible`` (and ``error``), ``achieved_cr``, parameter counts, mean
+        ``(student, row)``: the compressed copy (``None`` if the budget is impossible) and a flat
+        record: the cell (its budget as ``cr``), ``feasible`` (and ``error``), ``achieved_cr``, parameter counts, mean
         ``rel_error`` / ``row_cosine`` over the replaced matrices, the drift of
         :func:`state_drift`, ``compress_seconds`` and, for the autoencoder, its training time,
         best epoch and loss.
     """
+    keep = check_keep(keep, full=False)
+    cr = 1 / keep  # the paper's label of the cell; an integer when it is one (keep = 1/3 is CR 3, not 3.0000000000000004)
+    cr = round(cr) if abs(cr - round(cr)) < 1e-9 else cr
     row: dict[str, Any] = {"method": method, "module": module, "cr": cr, "mode": mode, "seed": budget.get("seed", 0)}
     student = copy.deepcopy(base)
     start = time.perf_counter()
     try:
-        report = compress(student, method, targets=module, cr=cr, mode=mode, **budget)
+        report = compress(student, method, targets=module, keep=keep, mode=mode, **budget)
     except ValueError as err:
         return None, {**row, "feasible": False, "error": str(err)}
     row["compress_seconds"] = time.perf_counter() - start
@@ -174,8 +180,8 @@ def compress_and_measure(base: nn.Module, method: str, module: str, cr: float, m
     quality = reconstruction_quality(dense, student)
     drift = state_drift(reference, encoder_states(student, tokenizer, sentences, max_length=max_length))
     infos = compression_info(student)
-    row.update({"feasible": True, "achieved_cr": achieved_cr(report), "params_before": report.params_before,
-                "params_after": report.params_after, "groups": len(infos),
+    row.update({"feasible": True, "achieved_cr": achieved_cr(report, student), "params_before": report.params_before,
+                "params_after": report.params_after, "nonzero_after": report.nonzero_after, "groups": len(infos),
                 "rel_error": sum(q["rel_error"] for q in quality) / len(quality),
                 "row_cosine": sum(q["row_cosine"] for q in quality) / len(quality), **drift})
     if method == "offline-ae":

@@ -1,10 +1,10 @@
 """Matrix decomposition with feature distillation (Noach & Goldberg, AACL 2020), as a pipeline.
 
 1. **Decompose**: every selected ``nn.Linear`` (``W``, ``m x n``) becomes two thin ones of rank
-   ``r < mn/(m+n)`` (:class:`~mpstudy.layers.LowRankLinear`), from plain truncated SVD or from
+   ``r < mn/(m+n)`` (:class:`~mpstudy.layers.lowrank.LowRankLinear`), from plain truncated SVD or from
    Fisher-weighted SVD (:mod:`mpstudy.methods.fwsvd`). The rank is one global ``r`` (the paper's
-   style), a per-matrix kept ``ratio``, or the global ``r`` that keeps a ``budget`` fraction of the
-   selected matrices' weights.
+   style), or comes from ``keep``, the kept fraction of the selected matrices' weights: met by one
+   global ``r`` (default), or per matrix (``per_matrix=True``, each matrix's own rank rule).
 2. **Recover** by distillation from the original model, in stages: ``"fd"`` matches activations
    (:class:`~mpstudy.distill.FeatureDistillObjective`: hidden states, attention probabilities,
    per-head contexts), ``"kd"`` trains on ``(1 - alpha) * CE + alpha * KD`` with soft targets
@@ -30,26 +30,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...accounting import count_parameters
 from ...distill import (
     DistillObjective,
     FeatureDistillObjective,
     eager_attention,
     teacher_outputs,
 )
+from ...factorize.budget import check_keep
 from ...factorize.fwsvd import row_weighted_error
 from ...factorize.svd import max_saving_rank
 from ...fisher import estimate_fisher
-from ...measure import compare_latency, count_flops
-from ...surgery import CompressionReport, compress, count_parameters
+from ...measure import compare_latency, count_flops, time_interleaved
+from ...surgery import CompressionReport, compress
 from ...targets import resolve_targets
 from ...tasks import make_collate
 from ...train import TrainConfig, evaluate, iterate_batches, set_seed, train
 
 __all__ = ["SvdDistillConfig", "STAGE_PLANS", "decompose_targets", "rank_for_budget", "decompose",
            "run_stage", "compress_and_distill", "recovery_grid", "module_errors", "rank_latency_curve",
-           "train_step_seconds", "stack_params"]
+           "train_step_seconds"]
 
-#: the recovery plans a study compares: name -> stages run in order
+#: the recovery plans a study compares — name -> stages run in order
 STAGE_PLANS: dict[str, tuple[str, ...]] = {"none": (), "kd": ("kd",), "fd": ("fd",), "fd+kd": ("fd", "kd")}
 METHODS = ("svd", "fwsvd")
 
@@ -67,8 +69,10 @@ class SvdDistillConfig:
             ``"hidden"``, ``"attention"``, ``"context"``, patterns such as ``"hidden.3"``, or module /
             parameter names. Empty means ``["hidden", "attention"]``.
         method: ``"svd"`` or ``"fwsvd"``.
-        rank / ratio / budget: exactly one: a global rank; a per-matrix kept ratio of parameters;
-            or a kept fraction of all selected matrices' weights, met by one global rank.
+        rank / keep: exactly one: a global rank, or the kept fraction of all selected matrices'
+            weights, met by one global rank (:func:`rank_for_budget`).
+        per_matrix: with ``keep``, give every matrix its own rank ``floor(keep * m n / (m + n))``
+            instead of one global rank.
         plan: recovery stages, a key of ``STAGE_PLANS`` (``"none"``, ``"kd"``, ``"fd"``, ``"fd+kd"``).
         fd_weights: per-kind weights of the feature loss (``hidden``, ``attention``, ``context``, ``module``).
         attention_kind: ``"kl"`` or ``"mse"`` between attention probabilities.
@@ -82,8 +86,8 @@ class SvdDistillConfig:
     feature_layers: list[str] = field(default_factory=lambda: ["hidden", "attention"])
     method: str = "svd"
     rank: int | None = None
-    ratio: float | None = None
-    budget: float | None = None
+    keep: float | None = None
+    per_matrix: bool = False
     plan: str = "fd+kd"
     fd_weights: dict[str, float] = field(default_factory=dict)
     attention_kind: str = "kl"
@@ -101,11 +105,13 @@ class SvdDistillConfig:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.plan not in STAGE_PLANS:
             raise ValueError(f"plan must be one of {list(STAGE_PLANS)}, got {self.plan!r}")
-        given = [k for k in ("rank", "ratio", "budget") if getattr(self, k) is not None]
+        given = [k for k in ("rank", "keep") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of rank=, ratio= or budget= (got {given or 'none'})")
-        if self.budget is not None and not 0 < self.budget < 1:
-            raise ValueError(f"budget is the kept fraction of the selected weights and must be in (0, 1), got {self.budget!r}")
+            raise ValueError(f"give exactly one of rank= or keep= (got {given or 'none'})")
+        if self.keep is not None:
+            check_keep(self.keep, "keep (of the selected weights)", full=False)
+        elif self.per_matrix:
+            raise ValueError("per_matrix=True chooses a rank per matrix from keep=; with rank= there is one rank")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
         for k in ("temperature", "fd_lr", "fd_epochs", "kd_lr", "kd_epochs"):
@@ -143,10 +149,13 @@ class SvdDistillConfig:
         return config
 
     def budget_kwargs(self, model: nn.Module) -> dict[str, Any]:
-        """``{"rank": r}`` or ``{"ratio": rho}`` for :func:`mpstudy.compress` (a budget becomes its global rank)."""
-        if self.budget is not None:
-            return {"rank": rank_for_budget(model, decompose_targets(model, self.decompose_layers), self.budget)}
-        return {"rank": self.rank} if self.rank is not None else {"ratio": self.ratio}
+        """``{"rank": r}`` or, per matrix, ``{"keep": keep}`` for :func:`mpstudy.compress` (``keep`` becomes its
+        global rank unless ``per_matrix``)."""
+        if self.rank is not None:
+            return {"rank": self.rank}
+        if self.per_matrix:
+            return {"keep": self.keep}
+        return {"rank": rank_for_budget(model, decompose_targets(model, self.decompose_layers), self.keep)}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,26 +195,25 @@ def decompose_targets(model: nn.Module, decompose_layers: list[str] | str) -> li
     return out
 
 
-def rank_for_budget(model: nn.Module, targets: str | list[str], budget: float) -> int:
-    """The largest global rank ``r`` whose factors keep at most ``budget`` of the targeted weights.
+def rank_for_budget(model: nn.Module, targets: str | list[str], keep: float) -> int:
+    """The largest global rank ``r`` whose factors keep at most the fraction ``keep`` of the targeted weights.
 
-    ``sum r (m + n) <= budget * sum m n`` over the targeted ``m x n`` matrices (biases are kept
-    either way and not counted), so ``r = floor(budget * sum mn / sum (m + n))``.
+    ``sum r (m + n) <= keep * sum m n`` over the targeted ``m x n`` matrices (biases are kept
+    either way and not counted), so ``r = floor(keep * sum mn / sum (m + n))``.
 
-    A budget outside ``(0, 1)``, or one whose rank saves nothing on some matrix (``r >= mn/(m+n)``,
-    e.g. a square matrix at a budget near 1), raises a ValueError naming the largest budget allowed.
+    A ``keep`` outside ``(0, 1)``, or one whose rank saves nothing on some matrix (``r >= mn/(m+n)``,
+    e.g. a square matrix at a ``keep`` near 1), raises a ValueError naming the largest ``keep`` allowed.
     """
-    if not 0 < budget < 1:
-        raise ValueError(f"budget must be in (0, 1), got {budget!r}")
+    keep = check_keep(keep, full=False)
     chosen = resolve_targets(model, targets, module_types=(nn.Linear,))
     shapes = [(t.module.out_features, t.module.in_features) for t in chosen]
     total, width = sum(m * n for m, n in shapes), sum(m + n for m, n in shapes)
-    rank = max(1, int(budget * total // width))
+    rank = max(1, int(keep * total // width))
     cap = min(max_saving_rank(m, n) for m, n in shapes)
     if rank > cap:
-        raise ValueError(f"budget {budget} needs global rank {rank}, but rank {cap + 1} already saves nothing on a "
+        raise ValueError(f"keep={keep} needs global rank {rank}, but rank {cap + 1} already saves nothing on a "
                          f"{'x'.join(map(str, next(s for s in shapes if max_saving_rank(*s) == cap)))} matrix; "
-                         f"the largest budget a global rank allows here is {cap * width / total:.3f}")
+                         f"the largest keep a global rank allows here is {cap * width / total:.3f}")
     return rank
 
 
@@ -259,7 +267,7 @@ def compress_and_distill(teacher: nn.Module, tokenizer, task, config: SvdDistill
                          offline_metrics: dict[str, float] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The whole pipeline on a copy of ``teacher``: decompose, evaluate, then each stage of ``config.plan``.
 
-    Returns ``(student, record)``; the record holds the budget (``rank`` or ``ratio``), the
+    Returns ``(student, record)``; the record holds the budget (``rank`` or ``keep``), the
     compression report's totals, the dev metrics after decomposition (``offline``) and after each
     stage, the stages' training seconds, and the student's parameter counts. The teacher is not changed.
     ``offline_metrics``: the metrics of this same decomposition measured before (decomposition is
@@ -274,7 +282,7 @@ def compress_and_distill(teacher: nn.Module, tokenizer, task, config: SvdDistill
     offline = offline_metrics if offline_metrics is not None else evaluate(student, tokenizer, task, **eval_kwargs)
     record: dict[str, Any] = {
         "method": config.method, "plan": config.plan, "seed": train_config.seed,
-        **{k: v for k, v in report.budget.items() if k in ("rank", "ratio")},
+        **{k: v for k, v in report.budget.items() if k in ("rank", "keep")},
         "targeted_params_before": report.params_before, "targeted_params_after": report.params_after,
         "kept_fraction": report.kept_fraction, "model_params_before": report.model_params_before,
         "model_params_after": report.model_params_after, "offline": offline, "stages": {},
@@ -300,7 +308,7 @@ def recovery_grid(teacher: nn.Module, tokenizer, task, config: SvdDistillConfig,
     dropout of the stages; decomposition does not depend on it). Rows for ``"none"`` (the
     decomposed model untrained, evaluated once per method) and, when ``"fd+kd"`` runs, ``"fd"``
     (its first stage, the same run as plan ``"fd"`` alone) are added without training again.
-    Each row: ``method``, ``plan``, ``seed``, ``rank``/``ratio``, ``score`` (the task's main
+    Each row: ``method``, ``plan``, ``seed``, ``rank``/``keep``, ``score`` (the task's main
     metric), every dev metric, ``train_seconds`` (all stages), ``model_params``, ``kept_fraction``.
     """
     metric = task.main_metric
@@ -313,7 +321,7 @@ def recovery_grid(teacher: nn.Module, tokenizer, task, config: SvdDistillConfig,
                 _, rec = compress_and_distill(teacher, tokenizer, task, cfg, replace(train_config, seed=seed),
                                               fisher=fisher if method == "fwsvd" else None, cache_dir=cache_dir,
                                               offline_metrics=offline)
-                common = {"method": method, "seed": seed, **{k: rec[k] for k in ("rank", "ratio") if k in rec},
+                common = {"method": method, "seed": seed, **{k: rec[k] for k in ("rank", "keep") if k in rec},
                           "model_params": rec["model_params_after"], "kept_fraction": rec["kept_fraction"]}
                 if offline is None:
                     offline = rec["offline"]
@@ -347,14 +355,16 @@ def module_errors(dense: nn.Module, report: CompressionReport, compressed: nn.Mo
 
 @torch.inference_mode()
 def rank_latency_curve(model: nn.Module, batch: dict[str, torch.Tensor], ranks: list[int],
-                       targets: str | list[str] = "all-linear", repeats: int = 10, warmup: int = 2) -> list[dict[str, Any]]:
+                       targets: str | list[str] = "all-linear", repeats: int = 10, warmup: int = 2,
+                       threads: int | None = None) -> list[dict[str, Any]]:
     """Forward latency and FLOPs of ``model`` with its targeted matrices factorized at each global rank.
 
     For every rank a copy is factorized (plain SVD: the factors' values do not change the time)
     and timed alternately with the dense model on ``batch`` (``mpstudy.measure.compare_latency``),
     so the speed-up is a ratio measured in one process. Each row: ``rank``, ``kept_fraction`` of the
     targeted weights, ``model_params``, ``flop_ratio`` (factorized / dense, whole forward, from
-    ``torch.utils.flop_counter``), ``dense_ms``, ``lowrank_ms`` (medians) and ``speedup``.
+    ``torch.utils.flop_counter``), ``dense_ms``, ``lowrank_ms`` (medians), ``speedup`` and the torch
+    ``threads`` of the timing (``None``: the current count).
     """
 
     model = model.eval()
@@ -363,25 +373,26 @@ def rank_latency_curve(model: nn.Module, batch: dict[str, torch.Tensor], ranks: 
     for rank in ranks:
         student = copy.deepcopy(model)
         report = compress(student, "svd", targets=targets, rank=int(rank))
-        timing = compare_latency(model, student, batch, repeats=repeats, warmup=warmup)
+        timing = compare_latency(model, student, batch, repeats=repeats, warmup=warmup, threads=threads)
         rows.append({"rank": int(rank), "kept_fraction": report.kept_fraction, "model_params": report.model_params_after,
                      "flop_ratio": count_flops(student, batch) / dense_flops, "dense_ms": timing["baseline_ms"],
-                     "lowrank_ms": timing["candidate_ms"], "speedup": timing["speedup"]})
+                     "lowrank_ms": timing["candidate_ms"], "speedup": timing["speedup"], "threads": timing["threads"]})
         del student
     return rows
 
 
 def train_step_seconds(model: nn.Module, tokenizer, task, steps: int = 5, batch_size: int = 32, max_length: int = 128,
-                       lr: float = 1e-3, seed: int = 0) -> dict[str, float]:
+                       lr: float = 1e-3, seed: int = 0, threads: int | None = None) -> dict[str, float]:
     """Median wall-clock seconds of one training step (forward, backward, AdamW) of ``model`` on
     ``task.train`` batches, on a copy (the model is not changed); also the mean label length.
 
     A feasibility probe: it says how long training on this data would take on this machine, before
-    committing to it (``steps_per_epoch`` is for the whole training split).
+    committing to it (``steps_per_epoch`` is for the whole training split). The batches are built
+    first (not timed); each step is one round of ``mpstudy.measure.time_interleaved`` (no warm-up:
+    the first step counts, as it does in training) with ``threads`` torch threads (``None``: the
+    current count, returned as ``threads``).
     """
     import statistics
-    import time
-
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -389,34 +400,22 @@ def train_step_seconds(model: nn.Module, tokenizer, task, steps: int = 5, batch_
     probe = copy.deepcopy(model).train()
     optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=lr)
     collate = make_collate(task, tokenizer, max_length=max_length)
-    times, label_tokens = [], []
-    batches = iterate_batches(task.train, collate, batch_size, torch.Generator().manual_seed(seed))
-    for _, batch in batches:
-        start = time.perf_counter()
-        probe(**batch).loss.backward()
+    batches = []
+    for _, batch in iterate_batches(task.train, collate, batch_size, torch.Generator().manual_seed(seed)):
+        batches.append(batch)
+        if len(batches) == steps:
+            break
+    queue = iter(batches)
+
+    def step() -> None:
+        probe(**next(queue)).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-        labels = batch["labels"]
-        label_tokens.append(float((labels != -100).sum(-1).float().mean()) if labels.dim() == 2 else 0.0)
-        if len(times) == steps:
-            break
-    step_s = statistics.median(times)
+
+    timing = time_interleaved({"step": step}, repeats=len(batches), warmup=0, threads=threads,
+                              device=next(probe.parameters()).device)
+    label_tokens = [float((b["labels"] != -100).sum(-1).float().mean()) if b["labels"].dim() == 2 else 0.0 for b in batches]
+    step_s = timing.median("step")
     steps_per_epoch = math.ceil(len(task.train) / batch_size)
-    return {"step_seconds": step_s, "steps_measured": len(times), "mean_label_tokens": statistics.mean(label_tokens),
-            "steps_per_epoch": steps_per_epoch, "epoch_seconds": step_s * steps_per_epoch}
-
-
-
-def stack_params(model: nn.Module, stack: str = "encoder") -> int:
-    """Stored parameters of a model's ``stack`` (the outermost modules named ``encoder``: BERT's
-    ``bert.encoder``, the layers without embeddings or head; T5's and Marian's ``encoder``), each
-    shared tensor once.
-
-    Raises:
-        ValueError: the model has no module of that name.
-    """
-    found = [m for name, m in model.named_modules() if name.split(".")[-1] == stack and name.count(".") <= 1]
-    if not found:
-        raise ValueError(f"{type(model).__name__} has no module named {stack!r} (at depth 1 or 2)")
-    return sum(p.numel() for p in {id(p): p for m in found for p in m.parameters()}.values())
+    return {"step_seconds": step_s, "steps_measured": len(batches), "mean_label_tokens": statistics.mean(label_tokens),
+            "steps_per_epoch": steps_per_epoch, "epoch_seconds": step_s * steps_per_epoch, "threads": timing.threads}

@@ -1,0 +1,120 @@
+"""``mpstudy.measure``'s timing primitive, checked by structure only (never by a time): the order the
+callables run in, warm-up rounds left out, the thread count fixed, recorded and restored, the
+medians and ratios of given times, the wrappers' keys and bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mpstudy.measure import (
+    Timing,
+    compare_latency,
+    forward_latency,
+    latency,
+    time_interleaved,
+)
+
+
+@pytest.fixture
+def two_threads():
+    """The test starts at 2 torch threads (so fixing 1 is a change) and leaves the count as it found it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_rounds_alternate_and_warmup_is_not_timed():
+    log = []
+    timing = time_interleaved({"baseline": lambda: log.append("baseline"), "candidate": lambda: log.append("candidate")},
+                              repeats=3, warmup=2)
+    assert log == ["baseline", "candidate"] * 5  # every round runs both, in the order given
+    assert timing.order == ["baseline", "candidate"]
+    assert [len(timing.seconds[n]) for n in timing.order] == [3, 3] and (timing.repeats, timing.warmup) == (3, 2)
+
+
+def test_threads_are_fixed_recorded_and_restored(two_threads):
+    seen = []
+    timing = time_interleaved({"step": lambda: seen.append(torch.get_num_threads())}, repeats=2, warmup=1, threads=1)
+    assert seen == [1, 1, 1] and timing.threads == 1 and torch.get_num_threads() == 2
+    assert time_interleaved({"step": lambda: None}, repeats=1).threads == 2  # None: the current count, recorded
+
+
+def test_threads_are_restored_when_the_callable_fails(two_threads):
+    def boom():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        time_interleaved({"step": boom}, repeats=1, threads=1)
+    assert torch.get_num_threads() == 2
+
+
+def test_a_training_step_is_a_callable_and_outputs_of_the_last_round_are_kept():
+    layer = nn.Linear(3, 1)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = torch.ones(4, 3)
+    steps = []
+
+    def step():
+        loss = layer(x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        steps.append(float(loss.detach()))
+        return len(steps)
+
+    timing = time_interleaved({"step": step}, repeats=4, warmup=1, keep_outputs=True)
+    assert len(steps) == 5 and timing.outputs == {"step": 5}
+    assert steps == sorted(steps, reverse=True)  # it really trained: the loss falls step by step
+    assert time_interleaved({"step": lambda: 1}, repeats=1).outputs == {}
+
+
+def test_medians_and_ratios_of_given_times():
+    timing = Timing(seconds={"dense": [2.0, 4.0, 9.0], "svd": [1.0, 1.0, 3.0]}, order=["dense", "svd"], threads=1,
+                    repeats=3, warmup=0)
+    assert timing.median("dense") == 4.0 and timing.median("svd") == 1.0
+    assert timing.ratio("dense", "svd") == 3.0  # median of the per-round ratios 2, 4, 3 (not 4 / 1)
+    assert Timing(seconds={"a": [1.0]}, order=["a"], threads=1, repeats=1, warmup=0).iqr("a") == 0.0
+
+
+class _Logged(nn.Module):
+    """A stand-in model whose forward writes its name to a shared log."""
+
+    def __init__(self, name: str, log: list[str]):
+        super().__init__()
+        self.name, self.log = name, log
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        self.log.append(self.name)
+        return input_ids.float() + self.w
+
+
+def test_model_wrappers_interleave_forwards_in_eval_mode(two_threads):
+    log = []
+    base, cand = _Logged("base", log), _Logged("cand", log)
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    out = compare_latency(base, cand, batch, repeats=3, warmup=1, threads=1)
+    assert log == ["base", "cand"] * 4 and not base.training and not cand.training
+    assert set(out) == {"baseline_ms", "candidate_ms", "speedup", "threads"} and out["threads"] == 1
+    assert out["speedup"] == out["baseline_ms"] / out["candidate_ms"]
+    log.clear()
+    assert set(latency(base, batch, repeats=2, warmup=0)) == {"median_ms", "min_ms", "iqr_ms", "threads"}
+    assert log == ["base", "base"]
+    log.clear()
+    timing = forward_latency({"c": cand, "b": base}, batch, repeats=1, warmup=0)
+    assert log == ["cand", "base"] and timing.order == ["c", "b"] and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"repeats": 0}, "repeats must be an int >= 1, got 0"),
+    ({"repeats": True}, "repeats must be an int >= 1, got True"),
+    ({"warmup": -1}, "warmup must be an int >= 0, got -1"),
+    ({"threads": 0}, "threads must be an int >= 1, got 0"),
+])
+def test_bad_counts_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        time_interleaved({"a": lambda: None}, **kwargs)
+    with pytest.raises(ValueError, match="at least one callable"):
+        time_interleaved({})
