@@ -194,12 +194,44 @@ def compare_latency(baseline: nn.Module, candidate: nn.Module, batch: Mapping[st
     return {"baseline_ms": base * 1e3, "candidate_ms": cand * 1e3, "speedup": base / cand, "threads": timing.threads}
 
 
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of scaled-dot-product attention from its shapes (torch's own formula for the GPU kernels)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_attention_ops() -> dict:
+    """Attention kernels torch's FlopCounterMode does not count (it knows the GPU ones only): on the CPU,
+    ``F.scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``, whose two
+    matrix products (``Q K^T`` and ``P V``) would otherwise be missing from every count."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: _sdpa_flops} if op is not None else {}
+
+
 @torch.inference_mode()
-def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> int:
-    """Floating-point operations of one forward (matrix products, as counted by torch's FlopCounterMode)."""
+def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor], warmup: bool = True) -> int:
+    """Floating-point operations of one forward: every matrix product, attention's included.
+
+    Counted by torch's ``FlopCounterMode`` (products and attention kernels; elementwise work is not
+    counted), with the CPU attention kernel added (:func:`_cpu_attention_ops`), so a model with
+    scaled-dot-product attention counts the same as with eager attention. With ``warmup`` (the
+    default) one uncounted forward runs first: a layer that rebuilds its dense weight once and
+    caches it in evaluation (MPO, the decoded layers) pays that once, not per forward, and
+    counting the first forward would charge it to every one. The model is counted in eval mode
+    (its mode is restored afterwards).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
-    with counter:
-        forward(model, dict(batch))
+    batch = dict(batch)
+    was_training = model.training
+    model.eval()  # the cost of inference: no dropout, evaluation caches in use
+    try:
+        if warmup:
+            forward(model, batch)
+        counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_ops())
+        with counter:
+            forward(model, batch)
+    finally:
+        model.train(was_training)
     return int(counter.get_total_flops())

@@ -118,3 +118,45 @@ def test_bad_counts_are_named(kwargs, match):
         time_interleaved({"a": lambda: None}, **kwargs)
     with pytest.raises(ValueError, match="at least one callable"):
         time_interleaved({})
+
+
+def _attention_flops(config, batch: int, seq: int) -> int:
+    """Q K^T and P V of every layer, by hand: 2 products of (seq x head_dim) by (head_dim x seq) per head."""
+    head_dim = config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers * config.num_attention_heads * 2 * (2 * batch * seq * seq * head_dim)
+
+
+def test_count_flops_counts_scaled_dot_product_attention_as_eager_attention():
+    """torch's counter misses the CPU attention kernel; mpstudy adds it, so SDPA and eager agree and
+    the difference from the Linears alone is exactly the attention products derived by hand."""
+    import mpstudy
+    from mpstudy.measure import count_flops, dummy_batch
+
+    sdpa, tok = mpstudy.load_model("tiny-bert", task="sst2")
+    eager, _ = mpstudy.load_model("tiny-bert", task="sst2")
+    for module in eager.modules():
+        if hasattr(module, "config"):
+            module.config._attn_implementation = "eager"
+    batch = dummy_batch(tok, batch_size=2, seq_len=16)
+    linears = sum(2 * 2 * 16 * m.in_features * m.out_features for n, m in sdpa.named_modules()
+                  if isinstance(m, torch.nn.Linear) and not n.startswith(("classifier", "bert.pooler")))
+    head = sum(2 * 2 * m.in_features * m.out_features for n, m in sdpa.named_modules()
+               if isinstance(m, torch.nn.Linear) and n.startswith(("classifier", "bert.pooler")))
+    expected = linears + head + _attention_flops(sdpa.config, 2, 16)
+    assert count_flops(sdpa, batch) == count_flops(eager, batch) == expected
+
+
+def test_count_flops_charges_a_cached_rebuild_once_and_restores_the_mode():
+    """An MPO layer rebuilds its dense weight once and caches it in evaluation: per forward it costs
+    what the dense model costs; the model's training mode is left as it was."""
+    import mpstudy
+    from mpstudy.measure import count_flops, dummy_batch
+
+    model, tok = mpstudy.load_model("tiny-bert", task="sst2")
+    batch = dummy_batch(tok, batch_size=2, seq_len=16)
+    dense = count_flops(model, batch)
+    mpstudy.compress(model, "mpo", targets="all-linear", keep=0.5)
+    model.train()
+    assert count_flops(model, batch) == dense
+    assert model.training
+    assert count_flops(model, batch, warmup=False) > dense  # the first forward contracts the cores

@@ -29,6 +29,23 @@ def test_error_equals_tail_singular_values(shape, rank_fraction):
     assert torch.allclose(spectral, tail[0] if len(tail) else torch.tensor(0.0, dtype=W.dtype), atol=1e-10)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_working_precision_path_matches_the_float64_oracle(dtype):
+    """The default path runs LAPACK in float32 (bf16 inputs too); its error is the optimal error to
+    float32 precision, and its product matches the float64 oracle's."""
+    torch.manual_seed(3)
+    W = torch.randn(96, 160, dtype=torch.float64)
+    Wd = W.to(dtype)
+    A, B = truncated_svd(Wd, 24)
+    A64, B64 = truncated_svd(Wd, 24, compute_dtype=torch.float64)
+    assert A.dtype == B.dtype == dtype
+    optimal = torch.linalg.svdvals(Wd.double())[24:].norm()
+    error = torch.linalg.norm(Wd.double() - A.double() @ B.double())
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # bf16 rounding of the returned factors
+    assert abs(error - optimal) <= tolerance * torch.linalg.norm(Wd.double())
+    assert torch.allclose(A.double() @ B.double(), A64.double() @ B64.double(), atol=tolerance * 10)
+
 def test_no_other_rank_r_matrix_does_better():
     torch.manual_seed(1)
     W = torch.randn(20, 30)
