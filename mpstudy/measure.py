@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 __all__ = ["Timing", "time_interleaved", "forward", "latency", "compare_latency", "forward_latency", "count_flops",
-           "dummy_batch"]
+           "dummy_batch", "cost_table"]
 
 
 def dummy_batch(tokenizer, batch_size: int = 8, seq_len: int = 64, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -235,3 +235,48 @@ def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor], warmup: boo
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+# --------------------------------------------------------------------------- the whole cost of a model
+
+
+def cost_table(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor], baseline: str | None = None,
+               repeats: int = 10, warmup: int = 2, threads: int | None = None) -> list[dict[str, Any]]:
+    """One row per model of everything a model costs, in the study's one accounting and one timer.
+
+    Each row: ``model``; ``stored``, ``trainable``, ``nonzero`` parameters and ``bytes``
+    (:mod:`mpstudy.accounting`); ``flops`` of one forward on ``batch`` (:func:`count_flops`);
+    ``latency_ms`` (median over ``repeats`` rounds of :func:`forward_latency`, all models timed
+    round-robin) and ``threads``. Against ``baseline`` (a key of ``models``; default: the first):
+    ``flop_ratio`` (model / baseline), ``speedup`` (the median over rounds of baseline time /
+    model time in the same round) and ``speedup_low``/``speedup_high``, the 2.5 % and 97.5 %
+    quantiles of those per-round ratios: the run-to-run spread a timing difference must exceed
+    before it is a finding (:mod:`mpstudy.stats` decides with it).
+
+    Works for any ``nn.Module`` that :func:`forward` can run (Hugging Face encoders, classifiers
+    and encoder-decoders).
+    """
+    import numpy as np
+
+    from .accounting import count_bytes, count_parameters
+
+    if not models:
+        raise ValueError("cost_table needs at least one model, got none")
+    names = list(models)
+    baseline = names[0] if baseline is None else baseline
+    if baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not one of the models {names}")
+    timing = forward_latency(dict(models), batch, repeats=repeats, warmup=warmup, threads=threads)
+    flops = {name: count_flops(model, batch) for name, model in models.items()}
+    rows = []
+    for name, model in models.items():
+        counts = count_parameters(model)
+        ratios = np.array(timing.seconds[baseline]) / np.array(timing.seconds[name])
+        rows.append({
+            "model": name, "stored": counts["stored"], "trainable": counts["trainable"], "nonzero": counts["nonzero"],
+            "bytes": count_bytes(model)["total"], "flops": flops[name], "flop_ratio": flops[name] / flops[baseline],
+            "latency_ms": timing.median(name) * 1e3, "speedup": float(np.median(ratios)),
+            "speedup_low": float(np.quantile(ratios, 0.025)), "speedup_high": float(np.quantile(ratios, 0.975)),
+            "threads": timing.threads,
+        })
+    return rows

@@ -160,3 +160,27 @@ def test_count_flops_charges_a_cached_rebuild_once_and_restores_the_mode():
     assert count_flops(model, batch) == dense
     assert model.training
     assert count_flops(model, batch, warmup=False) > dense  # the first forward contracts the cores
+
+
+def test_cost_table_holds_the_one_accounting_and_flops_of_every_model():
+    """Counts in the table are the accounting module's; ratios are against the chosen baseline; the
+    speed-up interval brackets its median (no timed assertion)."""
+    import mpstudy
+    from mpstudy.accounting import count_bytes, count_parameters
+    from mpstudy.measure import cost_table, count_flops, dummy_batch
+
+    dense, tok = mpstudy.load_model("tiny-bert", task="sst2")
+    svd, _ = mpstudy.load_model("tiny-bert", task="sst2")
+    mpstudy.compress(svd, "svd", targets="all-linear", keep=0.25)
+    batch = dummy_batch(tok, batch_size=2, seq_len=16)
+    rows = cost_table({"dense": dense, "svd": svd}, batch, repeats=3, warmup=1, threads=1)
+    assert [r["model"] for r in rows] == ["dense", "svd"]
+    for row, model in zip(rows, (dense, svd)):
+        counts = count_parameters(model)
+        assert (row["stored"], row["trainable"], row["nonzero"]) == (counts["stored"], counts["trainable"], counts["nonzero"])
+        assert row["bytes"] == count_bytes(model)["total"] and row["threads"] == 1
+        assert row["flops"] == count_flops(model, batch)
+        assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
+    assert rows[1]["flop_ratio"] == rows[1]["flops"] / rows[0]["flops"] < 1.0
+    with pytest.raises(ValueError, match="baseline 'int8' is not one of"):
+        cost_table({"dense": dense}, batch, baseline="int8")
