@@ -4,6 +4,8 @@
     python -m bench decomposition [--layers 12] [--methods svd mpo tucker kronecker] [--repeats 1]
     python -m bench inference [--model minilm] [--batch-sizes 1 8 32] [--seq-lens 32 128] [--methods svd mpo ...]
     python -m bench goals [--decomposition F.json] [--inference F.json]
+    python -m bench train-speed [--repeats 10] [--threads 2]   # bf16 vs fp32 train()/evaluate(), loop overhead
+    python -m bench bf16-parity [--rows 3000] [--epochs 3] [--seeds 0 1 2]   # bf16 training's dev accuracy vs fp32
     python -m bench report F.json [...]         # re-render the markdown of existing records
 
 Each measurement writes ``<out-dir>/<name>-<device>.json`` (the record, with provenance) and the
@@ -87,12 +89,48 @@ def _goals(args, decomposition: str | None = None, inference: str | None = None)
     return _write(record, Path(args.out_dir) / f"goals-{tag}.json")
 
 
-def _report(args) -> None:
-    from .perf import render_markdown
+def _train_speed(args) -> Path:
+    from . import train_speed
 
+    record = train_speed.run_train_speed(rows=args.rows, eval_rows=args.eval_rows, steps=args.steps,
+                                         repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                                         data_dir=args.data_dir, baseline_commit=args.baseline_commit,
+                                         log=lambda m: print(m, file=sys.stderr, flush=True))
+    path = Path(args.out_dir) / "train-speed-cpu.json"
+    train_speed.write(record, path)
+    print(f"wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
+    return path
+
+
+def _bf16_parity(args) -> Path:
+    from . import bf16_parity
+
+    path = Path(args.out_dir) / "bf16-parity-cpu.json"
+    bf16_parity.run_parity(path, rows=args.rows, epochs=args.epochs, seeds=tuple(args.seeds), lr=args.lr,
+                           batch_size=args.batch_size, max_length=args.max_length,
+                           bucket_batches=args.bucket_batches or None, threads=args.threads,
+                           data_dir=args.data_dir, note=args.note,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
+    return path
+
+
+def _renderer(record: dict[str, Any]):
+    """The markdown renderer of a record, by its ``bench`` kind."""
+    kind = record.get("bench")
+    if kind == "train-speed":
+        from .train_speed import render_markdown
+    elif kind == "bf16-parity":
+        from .bf16_parity import render_markdown
+    else:
+        from .perf import render_markdown
+    return render_markdown
+
+
+def _report(args) -> None:
     for path in args.records:
         record = _read(path)
-        markdown = render_markdown(record)
+        markdown = _renderer(record)(record)
         Path(path).with_suffix(".md").write_text(markdown)
         print(markdown)
 
@@ -157,6 +195,33 @@ def build_parser() -> argparse.ArgumentParser:
     inference_args(p, repeats=False)
     common(p)
     p.set_defaults(func=None)  # handled in main(): it chains the three
+
+    p = sub.add_parser("train-speed", help="bf16 vs fp32 training step and evaluation, and the loop's overhead (MiniLM, SST-2)")
+    p.add_argument("--rows", type=_positive, default=256, help="SST-2 training rows the steps draw their batches from")
+    p.add_argument("--eval-rows", type=_positive, default=256, help="SST-2 dev rows of the evaluation timing")
+    p.add_argument("--steps", type=_positive, default=4, help="optimizer steps per timed train() call")
+    p.add_argument("--repeats", type=_positive, default=10, help="timed round-robin rounds")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    p.add_argument("--threads", type=_positive, default=2, help="torch threads")
+    p.add_argument("--data-dir", default=os.environ.get("MPSTUDY_DATA", "/work/shared/data"))
+    p.add_argument("--baseline-commit", default="f57282e",
+                   help="git commit whose mpstudy/train.py is 'today's fp32 loop' (the loop before issue 15)")
+    common(p, device=False)
+    p.set_defaults(func=_train_speed)
+
+    p = sub.add_parser("bf16-parity", help="bf16 vs fp32 training: SST-2 dev accuracy over seeds (long: run in the background)")
+    p.add_argument("--rows", type=_positive, default=3000, help="SST-2 training rows (a seeded subset)")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--max-length", type=_positive, default=64)
+    p.add_argument("--bucket-batches", type=int, default=8, help="length-bucket chunks in batches (0: no bucketing)")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads")
+    p.add_argument("--data-dir", default=os.environ.get("MPSTUDY_DATA", "/work/shared/data"))
+    p.add_argument("--note", default="", help="a sentence the markdown ends with (why the rows were reduced...)")
+    common(p, device=False)
+    p.set_defaults(func=_bf16_parity)
 
     p = sub.add_parser("report", help="re-render the markdown of existing records")
     p.add_argument("records", nargs="+", metavar="RECORD")

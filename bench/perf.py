@@ -10,7 +10,7 @@ Three measurements, each a JSON record plus a markdown table rendered from it
    ==========  ========================================  =========================================
    method      mpstudy                                    peers
    ==========  ========================================  =========================================
-   svd         ``factorize.truncated_svd`` (float32)      TensorLy ``svd_interface`` (pytorch backend)
+   svd         ``factorize.truncated_svd`` (float64)      TensorLy ``svd_interface`` (pytorch backend)
    mpo         ``factorize.mpo_decompose``                TensorLy ``tensor_train_matrix``; TensorLy-Torch
                                                           ``FactorizedLinear.from_linear(factorization="blocktt")``
    tucker      ``mode_eigh`` + ``hosvd`` (the rows cut    TensorLy ``tucker(..., n_iter_max=0)`` (its HOSVD)

@@ -11,6 +11,13 @@ Every count in the study goes through here, so a number means the same thing in 
   here and not in ``stored`` (its dense ``weight_orig`` is still stored).
 * **bytes**: what the stored entries take in memory, per dtype (:func:`count_bytes`).
 
+A dynamically quantized Linear (torch's ``torch.ao.nn.quantized.dynamic.Linear``, and
+:class:`~mpstudy.layers.int8.Int8Linear`, the ``int8`` method's) holds no ``nn.Parameter``: its
+weight sits packed for fbgemm. It is counted as what it stores
+(:func:`~mpstudy.layers.int8.quantized_tensors`): its weight entries and bias are stored,
+frozen parameters (they do not train); its quantization scales and zero points are not
+parameters but are bytes. A bfloat16 weight counts as the same parameters in half the bytes.
+
 What is counted is said by explicit arguments, never guessed from the caller:
 
 * ``names``: count only these submodules (a shared tensor still counts once across all of them);
@@ -28,8 +35,10 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized import dynamic as nnqd
 
 from .layers.decoded import GroupMemberLayer
+from .layers.int8 import quantized_tensors
 
 __all__ = ["count_parameters", "budget_count", "count_bytes"]
 
@@ -56,17 +65,38 @@ def _shared_ids(roots: list[nn.Module]) -> set[int]:
             for p in m.shared_module.parameters()}
 
 
-def _tensors(model: nn.Module, names: str | Iterable[str] | None, include_bias: bool):
-    """``(owner module, leaf name, parameter)`` of every counted parameter, each tensor once."""
+#: what a quantized Linear stores besides its parameters (bytes, not parameters)
+_QUANT_METADATA = ("weight_scale", "weight_zero_point")
+
+
+def _stored(module: nn.Module):
+    """``(leaf name, tensor)`` of what ``module`` itself stores: its parameters, or a quantized Linear's
+    plain tensors (:func:`~mpstudy.layers.int8.quantized_tensors`, unpacked afresh: identity by module)."""
+    if isinstance(module, nnqd.Linear):
+        return list(quantized_tensors(module).items())
+    return list(module.named_parameters(recurse=False))
+
+
+def _tensors(model: nn.Module, names: str | Iterable[str] | None, include_bias: bool, metadata: bool = False):
+    """``(owner module, leaf name, tensor)`` of every counted parameter, each tensor once; with ``metadata``,
+    also the quantization scales and zero points of quantized Linears (bytes, not parameters)."""
     roots = _roots(model, names)
     shared = set() if include_bias else _shared_ids(roots)
     seen: set[int] = set()
     for root in roots:
         for module in root.modules():
-            for leaf, p in module.named_parameters(recurse=False):
-                if id(p) in seen:
+            quantized = isinstance(module, nnqd.Linear)
+            if quantized:  # its tensors are unpacked afresh (their ids mean nothing): count the module once
+                if id(module) in seen:
                     continue
-                seen.add(id(p))
+                seen.add(id(module))
+            for leaf, p in _stored(module):
+                if leaf in _QUANT_METADATA and not metadata:
+                    continue
+                if not quantized:
+                    if id(p) in seen:
+                        continue
+                    seen.add(id(p))
                 if not include_bias and leaf.removesuffix(_PRUNED) == "bias" and id(p) not in shared:
                     continue
                 yield module, leaf, p
@@ -84,6 +114,9 @@ def _masked(module: nn.Module, leaf: str, p: torch.Tensor) -> torch.Tensor | Non
 
 
 def _nonzero(module: nn.Module, leaf: str, p: torch.Tensor) -> int:
+    if isinstance(module, nnqd.Linear) and leaf == "weight":  # a quantized zero is the zero point, not 0
+        weight = module._weight_bias()[0]
+        return int(torch.count_nonzero(weight.dequantize() if weight.is_quantized else weight))
     masked = _masked(module, leaf, p)
     return int(torch.count_nonzero(p.detach() if masked is None else masked))
 
@@ -132,11 +165,17 @@ def count_bytes(model: nn.Module, names: str | Iterable[str] | None = None, *, i
     """Bytes of the stored parameters (and, with ``buffers``, of the buffers: pruning masks, decoded
     weight caches that are buffers, position ids), each tensor once.
 
+    A quantized Linear counts what it stores (:func:`~mpstudy.layers.int8.quantized_tensors`, what
+    ``save_compressed`` writes): 1 byte per int8 weight entry, a float32 scale and an int32 zero
+    point per tensor (or per output row when quantized per channel), and its float32 bias. fbgemm's
+    in-memory packing of that weight (blocked and padded, with one int32 column offset per output
+    row) is derived from it when the layer is built or loaded, like a cache, and is not counted.
+
     Returns:
         ``{"total": bytes, "by_dtype": {"float32": bytes, ...}}``.
     """
     by_dtype: dict[str, int] = {}
-    tensors = [p for _, _, p in _tensors(model, names, include_bias)]
+    tensors = [p for _, _, p in _tensors(model, names, include_bias, metadata=True)]
     if buffers:
         seen = {id(t) for t in tensors}
         for root in _roots(model, names):

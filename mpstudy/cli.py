@@ -8,19 +8,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 __all__ = ["main"]
-
-
-def _parse_value(text: str) -> Any:
-    """``-p NAME VALUE`` values are YAML: ``3`` is an int, ``[0.5, 0.3]`` a list, ``null`` None."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def _cmd_compress(args: argparse.Namespace) -> None:
@@ -51,10 +41,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps({"model": args.model, "task": task.name, "split": "dev", "n": len(task.dev), **metrics}, indent=2))
 
 
-def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
-    return {name: _parse_value(value) for name, value in (pairs or [])}
-
-
 def _terminate_cleanly() -> None:
     """SIGTERM (``kill``, a CI timeout) -> SystemExit, so a killed run still removes its temporary files
     and shuts its notebook kernel down. SIGKILL cannot be caught: the study's next run cleans up."""
@@ -64,21 +50,28 @@ def _terminate_cleanly() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    from .parameters import declared_parameters, parse_overrides
     from .runner import run_study, store_smoke_outputs
 
     _terminate_cleanly()
 
     if args.in_place:
-        if args.param or args.profile != "smoke" or args.data_dir:
-            raise ValueError("--in-place stores the template's own smoke outputs; it takes no -p, --profile or --data-dir")
+        if args.param or args.profile not in (None, "smoke") or args.data_dir or args.replace_profile:
+            raise ValueError("--in-place stores the template's own smoke outputs; it takes no -p, --profile, --data-dir "
+                             "or --replace-profile")
         print(f"stored smoke outputs in {store_smoke_outputs(args.notebook)}", file=sys.stderr)
         return
 
-    overrides = _overrides(args.param)
+    notebook = Path(args.notebook)
+    if notebook.suffix != ".ipynb" or not notebook.is_file():
+        raise FileNotFoundError(f"no notebook at {notebook} (expected an existing .ipynb file)")
+    # -p values are typed by the notebook's parameters cell: -p lr 1e-3 is a float, -p task_name yes a string
+    overrides = parse_overrides(notebook.name, declared_parameters(notebook), args.param)
     if args.data_dir:
         overrides["data_dir"] = str(Path(args.data_dir).resolve())
-    run_study(args.notebook, profile=args.profile, overrides=overrides, output_dir=args.output_dir,
-              results_dir=args.results_dir, force=args.force, log=lambda m: print(m, file=sys.stderr))
+    run_study(notebook, profile=args.profile, overrides=overrides, output_dir=args.output_dir,
+              results_dir=args.results_dir, force=args.force, replace_profile=args.replace_profile,
+              log=lambda m: print(m, file=sys.stderr))
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
@@ -89,7 +82,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
     stamps = reproduce(profile=args.profile, notebooks_dir=args.notebooks_dir, overrides=overrides,
                        output_dir=args.output_dir, results_dir=args.results_dir, force=args.force,
-                       log=lambda m: print(m, file=sys.stderr))
+                       replace_profile=args.replace_profile, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps([{k: s[k] for k in ("notebook", "status", "seconds")} for s in stamps], indent=2))
 
 
@@ -186,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="minilm, tiny-bert, tiny-albert, tiny-t5, tiny-marian, a hub id or a local dir")
     p.add_argument("--method", required=True, choices=sorted(METHODS), help="compression method")
     p.add_argument("--targets", default="all-linear", help="roles (query,key,...), a group (all-linear, attention, ffn) or re:<regex>")
-    budget = p.add_mutually_exclusive_group(required=True)
+    budget = p.add_mutually_exclusive_group()  # optional: bf16 and int8 take no budget; a method that needs one says so
     budget.add_argument("--keep", type=float, help="kept fraction of the targeted weights, in (0, 1] (every method; "
                         "the compression ratio is 1 / keep)")
     budget.add_argument("--ratio", type=float, help="deprecated: the old name of --keep")
@@ -207,18 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     for name, helptext in (("run", "execute one study notebook with papermill"), ("reproduce", "run every study (skipping up-to-date ones)")):
-        p = sub.add_parser(name, help=helptext, description=helptext)
+        p = sub.add_parser(name, help=helptext, description=helptext + ". Without --profile: the smoke profile, "
+                           "into the scratch folder _build/smoke/ (never over the committed pages of book/studies/).")
         if name == "run":
             p.add_argument("notebook", metavar="NOTEBOOK", help="a study template, e.g. notebooks/00_offline_svd.ipynb")
-            p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="override a parameter (value parsed as YAML)")
+            p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                           help="override a parameter; VALUE is read as the type the notebook declares "
+                                "(papermill --help-notebook NOTEBOOK lists them): -p lr 1e-3, -p keeps '[0.5, 0.3]'")
             p.add_argument("--in-place", action="store_true", help="execute the template itself with its smoke defaults and store the outputs nbval compares")
         else:
             p.add_argument("--notebooks-dir", default="notebooks")
-        p.add_argument("--profile", default="smoke", choices=sorted(PROFILES))
+        p.add_argument("--profile", default=None, choices=sorted(PROFILES), help="parameter set (default: smoke)")
         p.add_argument("--data-dir", default=None, help="folder with glue/ and multi30k/ (default: $MPSTUDY_DATA)")
-        p.add_argument("--output-dir", default="book/studies", help="where executed notebooks go")
-        p.add_argument("--results-dir", default="results", help="where results records and run stamps go")
-        p.add_argument("--force", action="store_true", help="run even if parameters and code are unchanged")
+        p.add_argument("--output-dir", default=None, help="where executed notebooks go (default: book/studies; "
+                       "smoke: _build/smoke/studies)")
+        p.add_argument("--results-dir", default=None, help="where results records and run stamps go (default: results; "
+                       "smoke: _build/smoke/results)")
+        p.add_argument("--force", action="store_true", help="run even if notebook, parameters, data, code and versions are unchanged")
+        p.add_argument("--replace-profile", action="store_true",
+                       help="allow writing over a page that holds another profile's results")
         p.set_defaults(func=_cmd_run if name == "run" else _cmd_reproduce)
 
     _add_prune_parser(sub)

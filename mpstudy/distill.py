@@ -20,8 +20,6 @@ target position are too large to store, pass the teacher model itself and it run
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import default_cache_dir
+from .cache import cache_key, default_cache_dir, tokenizer_hash, weights_hash
 from .records import atomic_file
 from .targets import preset_for
 from .tasks import make_collate, task_fingerprint
@@ -139,12 +137,9 @@ class TeacherOutputs:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's parameter and buffer values (and names), for cache keys."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A short hash of a model's parameter and buffer values (names, dtypes, shapes, bytes), for cache
+    keys: :func:`mpstudy.cache.weights_hash`."""
+    return weights_hash(model)
 
 
 @torch.no_grad()
@@ -173,8 +168,9 @@ def teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int = 128, 
                     cache_dir: str | os.PathLike | None = None, progress: bool = True) -> TeacherOutputs:
     """The teacher's logits and per-layer ``[CLS]`` states on ``task.train``, computed once and cached.
 
-    The cache key hashes the teacher's weights, the task's rows and ``max_length``, so a different
-    teacher, subset or truncation never reads stale outputs. Stored as ``teachers/<key>.pt`` under
+    The cache key (:func:`mpstudy.cache.cache_key`) hashes the teacher's weights and tokenizer, the
+    task's rows and data files (``task_fingerprint``), ``max_length``, the library code and the torch/transformers versions, so a different teacher, subset,
+    truncation or library never reads stale outputs. Stored as ``teachers/<task>-<key>.pt`` under
     ``cache_dir`` (default :func:`mpstudy.cache.default_cache_dir`), written atomically.
     Classification and regression tasks only (seq2seq: give :class:`DistillObjective` the teacher).
     """
@@ -182,9 +178,9 @@ def teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int = 128, 
     if task.is_seq2seq:
         raise ValueError(f"task {task.name!r} is seq2seq: its teacher logits are not cached; "
                          "pass the teacher model to DistillObjective instead")
-    blob = json.dumps({"teacher": model_fingerprint(teacher), "task": task_fingerprint(task),
-                       "max_length": max_length}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    # batch_size is not in the key: dynamic padding does not change a row's outputs (tests/test_distill.py)
+    key = cache_key("teacher-outputs", {"max_length": max_length},
+                    data=task_fingerprint(task), weights={"model": model_fingerprint(teacher), "tokenizer": tokenizer_hash(tokenizer)})
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "teachers" / f"{task.name}-{key}.pt"
     if path.exists():
         stored = torch.load(path, map_location="cpu")

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .accounting import count_bytes, count_parameters
+
 __all__ = ["Timing", "time_interleaved", "forward", "latency", "compare_latency", "forward_latency", "count_flops",
            "dummy_batch", "cost_table"]
 
@@ -257,8 +259,6 @@ def cost_table(models: Mapping[str, nn.Module], batch: Mapping[str, torch.Tensor
     and encoder-decoders).
     """
     import numpy as np
-
-    from .accounting import count_bytes, count_parameters
 
     if not models:
         raise ValueError("cost_table needs at least one model, got none")

@@ -5,6 +5,13 @@ nothing here is hand-rolled. This module only validates inputs, picks the metric
 that belong to each task and turns the results into plain Python floats so that
 they can go straight into JSON, pandas or a notebook table.
 
+The *batched* forms at the end (``confusion_counts`` and the ``*_from_confusion`` functions,
+``pearson_spearman_batched``, ``bleu_statistics``/``bleu_from_statistics``) compute the same
+whole-corpus metrics on thousands of resamples at once for :mod:`mpstudy.stats`' bootstrap: the
+classification ones from confusion counts by the formulas scikit-learn uses, the correlations on
+SciPy's average ranks, BLEU through sacrebleu's own sufficient statistics. ``tests/test_stats.py``
+checks every one against the single-call function above on random resamples.
+
 Conventions (GLUE, as in the GLUE paper and the Hugging Face ``glue`` metric):
 
 * sst2, qnli, rte, synthetic-cls: accuracy.
@@ -25,21 +32,28 @@ from typing import Any
 
 import numpy as np
 import sacrebleu
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 __all__ = [
-    "MetricSpec",
     "TASK_METRICS",
     "TASK_NAMES",
+    "MetricSpec",
     "accuracy",
+    "accuracy_from_confusion",
     "bleu",
+    "bleu_from_statistics",
+    "bleu_statistics",
     "canonical_task_name",
     "compute_metrics",
+    "confusion_counts",
     "f1",
+    "f1_from_confusion",
     "main_metric",
     "matthews",
+    "matthews_from_confusion",
     "pearson_spearman",
+    "pearson_spearman_batched",
 ]
 
 
@@ -175,8 +189,8 @@ def pearson_spearman(preds: Sequence[float], labels: Sequence[float]) -> dict[st
     return {"pearson": float(pearsonr(p, y)[0]), "spearman": float(spearmanr(p, y)[0])}
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """sacrebleu corpus BLEU (0-100, default 13a tokenisation), one reference per hypothesis."""
+def _check_sentences(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Hypotheses and references as equally long, non-empty lists of strings."""
     hyps, refs = list(hypotheses), list(references)
     if len(hyps) != len(refs):
         raise ValueError(f"length mismatch: {len(hyps)} hypotheses vs {len(refs)} references")
@@ -186,6 +200,12 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
         bad = next((i for i, s in enumerate(seq) if not isinstance(s, str)), None)
         if bad is not None:
             raise ValueError(f"{what}[{bad}] must be a decoded string, got {type(seq[bad]).__name__}")
+    return hyps, refs
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu corpus BLEU (0-100, default 13a tokenisation), one reference per hypothesis."""
+    hyps, refs = _check_sentences(hypotheses, references)
     # sacrebleu takes a list of reference *streams*; we have exactly one stream.
     return float(sacrebleu.corpus_bleu(hyps, [refs]).score)
 
@@ -208,3 +228,119 @@ def compute_metrics(task_name: str, predictions: Any, references: Any) -> dict[s
     p, y = _check_class_pair(predictions, references)
     funcs = {"accuracy": accuracy, "f1": f1, "matthews": matthews}
     return {metric: funcs[metric](p, y) for metric in spec.names}
+
+
+# --------------------------------------------------------------------------- batched forms (for the bootstrap)
+
+
+def confusion_counts(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
+    """Confusion matrices of many prediction sets at once.
+
+    ``preds``, ``labels``: integer class ids in ``[0, num_classes)``, broadcastable, shaped ``(..., N)``
+    (one row per resample). Returns int64 counts ``(..., num_classes, num_classes)``, indexed
+    ``[gold, predicted]``.
+    """
+    p, y = np.broadcast_arrays(np.asarray(preds), np.asarray(labels))
+    if p.ndim == 0 or p.shape[-1] == 0:
+        raise ValueError(f"confusion_counts needs at least one example on the last axis, got shape {p.shape}")
+    c = int(num_classes)
+    for what, arr in (("predictions", p), ("labels", y)):
+        if arr.dtype.kind not in "iub" or arr.min() < 0 or arr.max() >= c:
+            raise ValueError(f"{what} must be integer class ids in [0, {c}), got dtype {arr.dtype}, "
+                             f"range [{arr.min()}, {arr.max()}]")
+    lead, n = p.shape[:-1], p.shape[-1]
+    code = (y.astype(np.int64) * c + p).reshape(-1, n)
+    rows = code.shape[0]
+    # one bincount for every row: offset row r's codes by r * c * c
+    flat = (code + (np.arange(rows, dtype=np.int64) * c * c)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * c * c).reshape(*lead, c, c)
+
+
+def accuracy_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Accuracy of each confusion matrix ``(..., C, C)`` -> ``(...)`` floats (trace over total)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    return np.trace(conf, axis1=-2, axis2=-1) / conf.sum(axis=(-2, -1))
+
+
+def f1_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Binary F1 of class 1 (as :func:`f1`) of each confusion matrix ``(..., C, C)`` -> ``(...)``:
+    2 TP / (2 TP + FP + FN), 0.0 when there is no true and no predicted positive."""
+    conf = np.asarray(conf, dtype=np.float64)
+    tp = conf[..., 1, 1]
+    fp = conf[..., :, 1].sum(axis=-1) - tp
+    fn = conf[..., 1, :].sum(axis=-1) - tp
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom), where=denom > 0)
+
+
+def matthews_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Matthews correlation (as :func:`matthews`, scikit-learn's multiclass formula) of each confusion
+    matrix ``(..., C, C)`` -> ``(...)``; 0.0 when either side is constant."""
+    conf = np.asarray(conf, dtype=np.float64)
+    t_sum, p_sum = conf.sum(axis=-1), conf.sum(axis=-2)  # per gold class, per predicted class
+    correct = np.trace(conf, axis1=-2, axis2=-1)
+    n = conf.sum(axis=(-2, -1))
+    cov_tp = correct * n - (t_sum * p_sum).sum(axis=-1)
+    cov_pp = n**2 - (p_sum * p_sum).sum(axis=-1)
+    cov_tt = n**2 - (t_sum * t_sum).sum(axis=-1)
+    denom = np.sqrt(cov_tt * cov_pp)
+    return np.divide(cov_tp, denom, out=np.zeros_like(denom), where=denom > 0)
+
+
+def _pearson_along(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r along the last axis (NaN where either side is constant)."""
+    xc = x - x.mean(axis=-1, keepdims=True)
+    yc = y - y.mean(axis=-1, keepdims=True)
+    den = np.sqrt((xc * xc).sum(axis=-1) * (yc * yc).sum(axis=-1))
+    num = (xc * yc).sum(axis=-1)
+    r = np.divide(num, den, out=np.full_like(den, np.nan), where=den > 0)
+    return np.clip(r, -1.0, 1.0)
+
+
+def pearson_spearman_batched(preds: Any, labels: Any, which: Sequence[str] = ("pearson", "spearman")
+                             ) -> dict[str, np.ndarray]:
+    """Pearson and/or Spearman correlations along the last axis of ``(..., N)`` float arrays.
+
+    Returns ``{name: (...)}`` for each name in ``which``; Spearman is Pearson on SciPy's average ranks
+    (ties share their mean rank, as :func:`scipy.stats.spearmanr`). NaN where either side of a row
+    is constant, as :func:`pearson_spearman`.
+    """
+    unknown = sorted(set(which) - {"pearson", "spearman"})
+    if unknown:
+        raise ValueError(f"unknown correlations {unknown}; allowed: pearson, spearman")
+    p, y = np.broadcast_arrays(np.asarray(preds, dtype=np.float64), np.asarray(labels, dtype=np.float64))
+    if p.ndim == 0 or p.shape[-1] < 2:
+        raise ValueError(f"correlations need at least 2 examples on the last axis, got shape {p.shape}")
+    constant = (np.ptp(p, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
+    out = {}
+    if "pearson" in which:
+        out["pearson"] = np.where(constant, np.nan, _pearson_along(p, y))
+    if "spearman" in which:
+        out["spearman"] = np.where(constant, np.nan, _pearson_along(rankdata(p, axis=-1), rankdata(y, axis=-1)))
+    return out
+
+
+def _bleu_scorer() -> sacrebleu.metrics.BLEU:
+    """A sacrebleu BLEU configured as :func:`sacrebleu.corpus_bleu`'s defaults (what :func:`bleu` uses)."""
+    return sacrebleu.metrics.BLEU(tokenize="13a", smooth_method="exp")
+
+
+def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """sacrebleu's sufficient statistics of each sentence pair: int64 ``(N, 10)`` (hypothesis length,
+    reference length, matched 1..4-grams, total 1..4-grams). Corpus BLEU of any subset or resample
+    is :func:`bleu_from_statistics` of the sum of its rows: the same number as :func:`bleu` on it."""
+    hyps, refs = _check_sentences(hypotheses, references)
+    return np.asarray(_bleu_scorer()._extract_corpus_statistics(hyps, [refs]), dtype=np.int64)
+
+
+def bleu_from_statistics(stats: np.ndarray) -> np.ndarray:
+    """Corpus BLEU (0-100) from summed statistics ``(..., 10)`` (see :func:`bleu_statistics`) -> ``(...)``,
+    each computed by sacrebleu's own scorer."""
+    stats = np.asarray(stats)
+    if stats.ndim == 0 or stats.shape[-1] != 10:
+        raise ValueError(f"BLEU statistics must end in an axis of 10 (lengths, matches, totals), got shape {stats.shape}")
+    scorer = _bleu_scorer()
+    rows = stats.reshape(-1, 10)
+    out = np.fromiter((scorer._compute_score_from_stats(list(row)).score for row in rows), dtype=np.float64,
+                      count=len(rows))
+    return out.reshape(stats.shape[:-1])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["PROFILE_NAMES", "COMMON", "STUDIES", "PROFILES", "get_profile"]
+__all__ = ["PROFILE_NAMES", "COMMON", "STUDIES", "PROFILES", "READS_RECORDS", "get_profile", "shrunk", "SHRINK_MODELS"]
 
 PROFILE_NAMES = ("smoke", "cpu", "gpu")
 
@@ -221,6 +221,11 @@ STUDIES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+#: studies whose input is the other studies' records (in their ``results_dir``), not a task's data: the
+#: runner's fingerprint of their run covers those records, so re-running any study makes them stale.
+READS_RECORDS = frozenset({"07_ledger"})
+
+
 def _assemble() -> dict[str, dict[str, dict[str, Any]]]:
     """The same data viewed by profile: ``PROFILES[profile]["common" | study]``."""
     return {p: {"common": COMMON[p], **{study: blocks.get(p, {}) for study, blocks in STUDIES.items()}} for p in PROFILE_NAMES}
@@ -236,3 +241,138 @@ def get_profile(profile: str, study: str) -> dict[str, Any]:
     params = copy.deepcopy(COMMON[profile])
     params.update(copy.deepcopy(STUDIES.get(study, {}).get(profile, {})))
     return params
+
+
+# --------------------------------------------------------------------------- dry runs
+
+#: the tiny random-init counterpart of each model the profiles name (same architecture, offline)
+SHRINK_MODELS: dict[str, str] = {
+    "bert-base-uncased": "tiny-bert", "distilbert-base-uncased": "tiny-bert", "minilm": "tiny-bert",
+    "albert-base-v2": "tiny-albert", "t5-small": "tiny-t5", "Helsinki-NLP/opus-mt-en-de": "tiny-marian",
+}
+_TINY = ("tiny-bert", "tiny-albert", "tiny-t5", "tiny-marian")
+_ROWS = ("max_train", "distill_train", "recovery_rows", "fisher_examples", "drift_sentences")
+_STEPS = ("falcon_sgd_steps", "squeeze_steps", "squeeze_cuts", "s2s_probe_steps", "n_iter", "latency_repeats")
+_KEEP_LISTS = ("keeps", "sweep_keeps")
+
+
+def _shrink_model(name: Any) -> Any:
+    if name is None or name in _TINY:
+        return name
+    if name in SHRINK_MODELS:
+        return SHRINK_MODELS[name]
+    if isinstance(name, str) and "opus-mt" in name:
+        return "tiny-marian"
+    raise ValueError(f"no tiny counterpart for model {name!r}; known: {sorted(SHRINK_MODELS)} (or a tiny-* spec)")
+
+
+def _at_most(value: Any, cap: int | float) -> Any:
+    """``value`` capped at ``cap`` (None, meaning "all", becomes ``cap``); dicts and lists element-wise."""
+    if isinstance(value, dict):
+        return {k: _at_most(v, cap) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_at_most(v, cap) for v in value]
+    if value is None:
+        return cap
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return min(value, cap)
+
+
+def _scaled(value: Any, scale: float) -> Any:
+    """An integer width (rank, bond cap) scaled to the tiny models: ``max(1, round(value * scale))``."""
+    if isinstance(value, list):
+        return sorted({_scaled(v, scale) for v in value})
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    return max(1, round(value * scale))
+
+
+def _shrink_sweep(entries: list[dict[str, Any]], scale: float) -> list[dict[str, Any]]:
+    """A sweep's budgets at the tiny width: ``ranks`` scaled, FALCON's ``k`` at most 2 (all a 64 x 64
+    matrix pair allows); budgets that became equal are kept once."""
+    out: list[dict[str, Any]] = []
+    for entry in entries:
+        small = {k: _scaled(v, scale) if k == "ranks" else _at_most(v, 2) if k == "k" else v for k, v in entry.items()}
+        if small not in out:
+            out.append(small)
+    return out
+
+
+def shrunk(params: dict[str, Any], rows: int = 24, eval_rows: int = 16, width_scale: float = 1 / 12,
+           seeds: int = 1, budgets: int = 1) -> dict[str, Any]:
+    """A profile's parameters for a dry run: the same code paths at a tiny size, on any CPU, offline.
+
+    Everything else is left as it is (the profile name, tasks, methods, modes, None switches), so a
+    dry run of the gpu profile takes the gpu profile's code paths. The rules, by parameter name:
+
+    * models (``model_name``, ``*_model_name``) -> their tiny counterpart (:data:`SHRINK_MODELS`);
+    * training rows (``max_train``, ``*_max_train``, ``distill_train``, ``recovery_rows``,
+      ``fisher_examples``, ``drift_sentences``) -> at most ``rows``; dev rows (``max_eval``,
+      ``*_max_eval``) -> at most ``eval_rows`` (None, "all rows", becomes the cap);
+    * ``epochs``, ``*_epochs`` -> at most 1 (0 and fractions stay); step and repeat counts
+      (``falcon_sgd_steps``, ``squeeze_steps``, ``squeeze_cuts``, ``s2s_probe_steps``, ``n_iter``,
+      ``latency_repeats``) -> at most 2;
+    * ``batch_size``, ``*_batch_size`` -> at most 8; ``max_length``, ``latency_seq`` -> 32;
+      ``latency_batch`` -> 4; ``s2s_max_new_tokens`` -> 8;
+    * widths that only fit the large models (``latency_ranks``, ``*_cap``, ``ranks`` in a ``sweep``)
+      -> scaled by ``width_scale`` (768 -> 64, BERT-base's width to the tiny models'); FALCON's ``k``
+      in a ``sweep`` -> at most 2; budgets of a sweep that became equal are kept once;
+    * seed lists (``seeds``, ``*_seeds``) -> their first ``seeds``; kept-fraction lists (``keeps``,
+      ``sweep_keeps``) -> the ``budgets`` values nearest 0.5, in order (on a 64-wide matrix FALCON
+      cannot keep 0.75 nor Tucker 0.25); ``crs`` -> its first ``budgets``, and ``finetune_cells`` ->
+      the first cell of each module at one of those ratios.
+
+    Args:
+        params: e.g. ``get_profile("gpu", "03_svd_distillation")``; not modified.
+        rows, eval_rows: caps on the training and dev rows.
+        width_scale: factor from the profile's model width to the tiny models' (64).
+        seeds, budgets: how many seeds and budgets of each list to keep (``seeds=2`` exercises the
+            paths that compare seeds; more than one budget may ask a tiny matrix for a keep that
+            some method cannot meet).
+
+    Returns:
+        A new dict with the same keys. Raises ``ValueError`` for a model without a tiny counterpart.
+    """
+    out = copy.deepcopy(params)
+    for key, value in params.items():
+        if key == "model_name" or key.endswith("_model_name"):
+            out[key] = _shrink_model(value)
+        elif key in _ROWS or key.endswith("_max_train"):
+            out[key] = _at_most(value, rows)
+        elif key == "max_eval" or key.endswith("_max_eval"):
+            out[key] = _at_most(value, eval_rows)
+        elif key == "epochs" or key.endswith("_epochs"):
+            out[key] = _at_most(value, 1)
+        elif key in _STEPS:
+            out[key] = _at_most(value, 2)
+        elif key == "batch_size" or key.endswith("_batch_size"):
+            out[key] = _at_most(value, 8)
+        elif key in ("max_length", "latency_seq"):
+            out[key] = _at_most(value, 32)
+        elif key == "latency_batch":
+            out[key] = _at_most(value, 4)
+        elif key == "s2s_max_new_tokens":
+            out[key] = _at_most(value, 8)
+        elif key == "latency_ranks" or key.endswith("_cap"):
+            out[key] = _scaled(value, width_scale)
+        elif key == "sweep" and isinstance(value, dict):
+            out[key] = {mode: _shrink_sweep(entries, width_scale)[:budgets] for mode, entries in value.items()}
+        elif (key == "seeds" or key.endswith("_seeds")) and isinstance(value, (list, dict)):
+            out[key] = value[:seeds] if isinstance(value, list) else {k: v[:seeds] for k, v in value.items()}
+        elif key in _KEEP_LISTS and isinstance(value, list):
+            # the kept fractions nearest 0.5, in their order: on a 64-wide matrix FALCON keeps at most
+            # ~0.51 and Tucker at least ~0.27, so only budgets near one half suit every method
+            nearest = sorted(range(len(value)), key=lambda i: (abs(value[i] - 0.5), -value[i]))[:budgets]
+            out[key] = [value[i] for i in sorted(nearest)]
+        elif key == "crs" and isinstance(value, list):
+            out[key] = value[:budgets]
+    if isinstance(out.get("finetune_cells"), list) and isinstance(out.get("crs"), list):
+        # one fine-tuned cell per module, at a compression ratio the shrunk grid still has
+        cells, seen = [], set()
+        for cell in out["finetune_cells"]:
+            if cell[1] in out["crs"] and cell[0] not in seen:
+                cells.append(cell)
+                seen.add(cell[0])
+        out["finetune_cells"] = cells
+    return out

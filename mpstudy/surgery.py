@@ -10,9 +10,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.ao.nn.quantized import dynamic as nnqd
 
 from .accounting import count_parameters
 from .layers.base import LAYER_CLASSES, CompressedLayer
+from .layers.int8 import Int8Linear
 from .methods import get_method
 from .prune import full_num_heads, prune_heads, removed_heads
 from .records import atomic_directory
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 MANIFEST = "mpstudy_compressed.json"
+#: 2: the manifest also records int8 layers and floating-point dtypes (format 1, without them: all float32)
+MANIFEST_FORMAT = 2
 
 _WARNED: set[str] = set()  # deprecated keywords already warned about in this process
 
@@ -113,8 +117,9 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
         method: a name in ``mpstudy.methods.METHODS`` (``"svd"``...).
         targets: see ``mpstudy.targets.resolve_targets`` (roles, groups, or ``re:`` regexes).
         **budget: the method's budget: ``keep=0.5`` (the fraction of the targeted weights kept,
-            which every registered method takes; a method with a discrete structure searches for
-            it, see ``Method.for_budget``) or the method's own keywords, e.g. ``rank=64`` for ``"svd"``.
+            which every registered method takes but the precision methods ``bf16`` and ``int8``; a
+            method with a discrete structure searches for it, see ``Method.for_budget``) or the
+            method's own keywords, e.g. ``rank=64`` for ``"svd"``.
             ``ratio=`` is a deprecated name of ``keep=`` (it warns once).
 
     Returns:
@@ -125,11 +130,17 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
     budget = spec.check_budget(_budget_aliases(budget))
     keep = budget.get("keep")
     chosen = resolve_targets(model, targets, module_types=spec.dense_types)
+    # an ``apply`` method may edit a target in place (bf16 casts it, int8 swaps a factorized layer's inner
+    # Linears): the weights the report's errors compare against are copied before it runs
+    originals: dict[str, torch.Tensor] = {}
     for t in chosen:  # a NaN would surface as a LAPACK failure (or a silently NaN factor) deep in a method
-        finite = torch.isfinite(_weight(t.module))
+        weight = _weight(t.module)
+        finite = torch.isfinite(weight)
         if not finite.all():
             raise ValueError(f"{t.name}.weight has {int((~finite).sum())} NaN or inf entries (of {finite.numel()}); "
                              "compression needs finite weights")
+        if spec.apply is not None:
+            originals[t.name] = weight.detach().clone()
     budget = spec.resolve_keep(chosen, budget)
     model_before = count_parameters(model, nonzero=False)["stored"]
 
@@ -145,7 +156,7 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
     records = []
     for t in chosen:
         new = replacements[t.name]
-        dense_w = _weight(t.module)
+        dense_w = originals[t.name] if t.name in originals else _weight(t.module)
         before = count_parameters(t.module, nonzero=False)["stored"]
         after = count_parameters(new)
         new_w = new.to_dense() if isinstance(new, CompressedLayer) else _weight(new)
@@ -190,8 +201,12 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     """Write a compressed model to directory ``path``; ``load_compressed(path)`` rebuilds it exactly.
 
     The directory holds the Hugging Face ``config.json``, ``mpstudy_compressed.json`` (the model
-    class and, for each replaced module, its layer class and constructor arguments), the weights
-    as ``model.safetensors`` and, if given, the tokenizer. It is written through
+    class; for each replaced module, its layer class and constructor arguments; the structure
+    pruning left; the int8 layers' shapes and schemes; the floating-point dtype of the weights),
+    the weights as ``model.safetensors`` and, if given, the tokenizer. An int8 layer
+    (:class:`~mpstudy.layers.int8.Int8Linear`) is written as plain tensors (its int8 weight,
+    float32 scales, int32 zero points and float32 bias), which safetensors holds, and packed again
+    on load; a bfloat16 model stays bfloat16. It is written through
     :func:`mpstudy.records.atomic_directory`, so a save killed at any moment leaves the old model
     or the new one, never a mix. An existing directory is replaced only if it is itself a saved
     compressed model (``FileExistsError`` otherwise, before anything is written).
@@ -202,12 +217,14 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     if not hasattr(getattr(model, "config", None), "save_pretrained"):
         raise TypeError(f"save_compressed needs a Hugging Face model (with a .config), got {type(model).__name__}")
     manifest = {
-        "format": 1,
+        "format": MANIFEST_FORMAT,
         "model_class": type(model).__name__,
         "modules": {
             name: {"class": type(m).__name__, "kwargs": m.init_kwargs()} for name, m in _compressed_modules(model).items()
         },
         **_pruned_structure(model),
+        "int8": _int8_structure(model),
+        **_float_dtypes(model),
     }
     with atomic_directory(path, marker=MANIFEST, kind="a saved mpstudy model") as tmp:
         model.config.save_pretrained(tmp)
@@ -240,6 +257,9 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         model_class, modules = manifest["model_class"], dict(manifest["modules"])
     except (ValueError, KeyError, TypeError) as err:  # bad JSON, bad UTF-8, missing keys
         raise ValueError(f"{path / MANIFEST} is corrupted ({type(err).__name__}: {_first_line(err)})") from err
+    if manifest.get("format", 1) not in (1, MANIFEST_FORMAT):
+        raise ValueError(f"{path / MANIFEST} has format {manifest.get('format')!r}; this mpstudy reads formats 1 and "
+                         f"{MANIFEST_FORMAT}")
     try:
         config = transformers.AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
@@ -261,6 +281,12 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:  # edited or mismatched manifest
         raise ValueError(f"{path / MANIFEST}: cannot rebuild the pruned structure ({_first_line(err)})") from err
     try:
+        _apply_float_dtypes(model, manifest)
+        _apply_int8_structure(model, manifest)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:  # edited or mismatched manifest
+        raise ValueError(f"{path / MANIFEST}: cannot rebuild the dtypes or int8 layers ({_first_line(err)})") from err
+    try:
+        _check_file_dtypes(model, weights)  # loading would cast silently: a bfloat16 file into float32 weights
         load_model(model, str(weights), strict=True)
     except Exception as err:  # noqa: BLE001 - safetensors' SafetensorError, torch's size-mismatch RuntimeError
         raise ValueError(f"{weights} is corrupted or does not match {MANIFEST} ({_first_line(err)})") from err
@@ -306,6 +332,84 @@ def _apply_pruned_structure(model: nn.Module, manifest: dict[str, Any]) -> None:
         if type(old) is not nn.Linear:
             raise ValueError(f"{name} is a {type(old).__name__}, not a Linear")
         set_submodule(model, name, nn.Linear(int(in_features), int(out_features), bias=bool(bias)))
+
+
+def _int8_structure(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The int8 layers, for the manifest: ``{name: Int8Linear.init_kwargs()}`` (shape, bias, per channel).
+
+    Raises:
+        TypeError: a dynamically quantized Linear that is not an ``Int8Linear`` (one made by torch's
+            ``quantize_dynamic`` stores a packed tuple safetensors cannot hold).
+    """
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Int8Linear):
+            out[name] = module.init_kwargs()
+        elif isinstance(module, nnqd.Linear):
+            raise TypeError(f"save_compressed saves the int8 layers of compress(model, 'int8') (Int8Linear); {name} is "
+                            f"torch's {module._get_name()}: quantize with compress(model, 'int8') instead")
+    return out
+
+
+def _apply_int8_structure(model: nn.Module, manifest: dict[str, Any]) -> None:
+    """Put an empty ``Int8Linear`` at each name the manifest's ``int8`` lists (the weights fill them)."""
+    for name, kwargs in dict(manifest.get("int8", {})).items():
+        model.get_submodule(name)  # the place must exist (a pruned or factorized model rebuilt first)
+        set_submodule(model, name, Int8Linear(**kwargs))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _float_dtypes(model: nn.Module) -> dict[str, Any]:
+    """The floating-point dtype of the model's parameters and buffers, for the manifest: ``dtype`` (the
+    most common one) and ``dtypes`` (the names of the tensors that differ from it)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    names = {name: _dtype_name(t.dtype) for name, t in tensors if t.is_floating_point()}
+    counts: dict[str, int] = {}
+    for dtype in names.values():
+        counts[dtype] = counts.get(dtype, 0) + 1
+    common = max(counts, key=counts.get) if counts else "float32"
+    return {"dtype": common, "dtypes": {n: d for n, d in names.items() if d != common}}
+
+
+def _apply_float_dtypes(model: nn.Module, manifest: dict[str, Any]) -> None:
+    """Cast a freshly built (float32) model to the dtypes a manifest records (format 1: float32)."""
+    common = getattr(torch, str(manifest.get("dtype", "float32")), None)
+    if not isinstance(common, torch.dtype) or not common.is_floating_point:
+        raise ValueError(f"dtype {manifest.get('dtype')!r} is not a floating-point torch dtype")
+    if common != torch.float32:
+        model.to(common)
+    for name, dtype_name in dict(manifest.get("dtypes", {})).items():
+        dtype = getattr(torch, str(dtype_name), None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype {dtype_name!r} of {name} is not a floating-point torch dtype")
+        owner, _, leaf = name.rpartition(".")
+        module = model.get_submodule(owner)
+        if leaf in module._parameters:
+            module._parameters[leaf].data = module._parameters[leaf].data.to(dtype)  # in place: ties survive
+        elif leaf in module._buffers:
+            module._buffers[leaf] = module._buffers[leaf].to(dtype)
+        else:
+            raise ValueError(f"{name} is neither a parameter nor a buffer")
+
+
+#: safetensors' dtype codes of the dtypes a saved model holds
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+                       torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32", torch.int64: "I64", torch.bool: "BOOL"}
+
+
+def _check_file_dtypes(model: nn.Module, weights: Path) -> None:
+    """Refuse a weights file whose tensors' dtypes differ from the rebuilt model's (torch would cast them)."""
+    from safetensors import safe_open
+
+    expected = {k: _SAFETENSORS_DTYPES.get(t.dtype) for k, t in model.state_dict().items()}
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            stored, want = f.get_slice(key).get_dtype(), expected.get(key)
+            if want is not None and stored != want:
+                raise ValueError(f"{key} is stored as {stored}, the manifest makes it {want}")
 
 
 def _first_line(err: BaseException) -> str:

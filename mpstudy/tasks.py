@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 import dataclasses
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ __all__ = [
     "load_parallel_csv",
     "read_parallel_csv",
     "make_collate",
+    "Collate",
+    "TOKEN_CACHE_STORES",
+    "clear_token_cache",
+    "token_cache_info",
     "task_fingerprint",
     "task_head",
 ]
@@ -600,48 +605,188 @@ def load_parallel_csv(train_path: str | os.PathLike, dev_path: str | os.PathLike
 
 
 # --------------------------------------------------------------------------- batching
+# Tokenization is done once per row: a batch is collated from cached per-row encodings (token ids,
+# segment ids), padded here. The cache is keyed on what produced an encoding -- the tokenizer's
+# fingerprint (mpstudy.cache.tokenizer_hash: class, vocabulary, special tokens, options), its
+# truncation side, max_length, and the row's own text -- so it cannot go stale: a row edited in
+# place, another tokenizer or another max_length is simply a miss. Keying rows by content rather
+# than by task_fingerprint(task) also means two subsets of a task share their rows' encodings, and
+# no call pays for hashing a whole split (task_fingerprint of SST-2's 67k rows is ~0.2 s).
+
+#: at most this many (tokenizer, max_length, side) stores are kept; the least recently used goes
+TOKEN_CACHE_STORES = 8
+_TOKEN_STORES: "OrderedDict[tuple, dict[Any, tuple]]" = OrderedDict()
+_TOKEN_STATS = {"hits": 0, "misses": 0}
+#: id(tokenizer) -> (weak reference, len(tokenizer), fingerprint): tokenizer_hash costs ~70 ms
+_TOKENIZER_KEYS: dict[int, tuple[Any, int, str]] = {}
 
 
-def make_collate(task: Task, tokenizer: Any, max_length: int = 128) -> Callable[[list[Example]], dict[str, Any]]:
+def clear_token_cache() -> None:
+    """Forget every cached encoding (and the hit/miss counts)."""
+    _TOKEN_STORES.clear()
+    _TOKENIZER_KEYS.clear()
+    _TOKEN_STATS.update(hits=0, misses=0)
+
+
+def token_cache_info() -> dict[str, int]:
+    """``stores`` (tokenizer x max_length x side), ``rows`` encoded in all, ``hits`` and ``misses``
+    (rows looked up since the last :func:`clear_token_cache`)."""
+    return {"stores": len(_TOKEN_STORES), "rows": sum(len(s) for s in _TOKEN_STORES.values()), **_TOKEN_STATS}
+
+
+def _tokenizer_key(tokenizer: Any) -> str:
+    """The tokenizer's fingerprint, memoized per object (recomputed if it gained tokens)."""
+    import weakref
+
+    from .cache import tokenizer_hash
+
+    size = len(tokenizer)
+    memo = _TOKENIZER_KEYS.get(id(tokenizer))
+    if memo is not None and memo[0]() is tokenizer and memo[1] == size:
+        return memo[2]
+    try:
+        ref = weakref.ref(tokenizer)
+    except TypeError:  # not weak-referenceable: no memo
+        return tokenizer_hash(tokenizer)
+    key = tokenizer_hash(tokenizer)
+    _TOKENIZER_KEYS[id(tokenizer)] = (ref, size, key)
+    return key
+
+
+def _store(tokenizer: Any, max_length: int, side: str) -> dict[Any, tuple]:
+    key = (_tokenizer_key(tokenizer), getattr(tokenizer, "truncation_side", "right"), max_length, side)
+    store = _TOKEN_STORES.pop(key, None)
+    _TOKEN_STORES[key] = store if store is not None else {}
+    while len(_TOKEN_STORES) > TOKEN_CACHE_STORES:
+        _TOKEN_STORES.popitem(last=False)
+    return _TOKEN_STORES[key]
+
+
+def _compact(encoding: dict[str, list[int]]) -> tuple:
+    """``(input_ids, token_type_ids or None)`` as compact arrays; the attention mask of an unpadded
+    encoding is all ones and is rebuilt when padding."""
+    from array import array
+
+    mask = encoding.get("attention_mask")
+    if mask is not None and min(mask, default=1) != 1:  # never for an unpadded encoding
+        raise AssertionError("an unpadded encoding has a masked position")
+    types = encoding.get("token_type_ids")
+    return array("i", encoding["input_ids"]), None if types is None else array("b", types)
+
+
+class Collate:
+    """``rows -> batch``: a ``collate_fn`` over examples of one task (see :func:`make_collate`);
+    :meth:`lengths` gives each row's token count, for length-bucketed batches."""
+
+    def __init__(self, task: Task, tokenizer: Any, max_length: int) -> None:
+        self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
+        self.seq2seq = task.is_seq2seq
+        sides = ("source", "target") if self.seq2seq else ("pair",)
+        self._stores = {side: _store(tokenizer, max_length, side) for side in sides}
+
+    # ---- encodings, cached per row
+    def _encode(self, side: str, keys: list) -> list[tuple]:
+        """Encodings of ``keys`` (``(text_a, text_b)`` pairs, or texts), tokenizing the missing ones in one call."""
+        store = self._stores[side]
+        missing = [k for k in dict.fromkeys(keys) if k not in store]
+        _TOKEN_STATS["misses"] += len(missing)
+        _TOKEN_STATS["hits"] += len(keys) - len(missing)
+        if missing:
+            args = {"truncation": True, "max_length": self.max_length}
+            if side == "pair":
+                for has_b in (False, True):  # a tokenizer call takes all single texts or all pairs
+                    group = [k for k in missing if (k[1] is not None) == has_b]
+                    if group:
+                        enc = self.tokenizer([a for a, _ in group], [b for _, b in group] if has_b else None, **args)
+                        store.update(zip(group, map(_compact, _rows(enc))))
+            elif side == "source":
+                store.update(zip(missing, map(_compact, _rows(self.tokenizer(missing, **args)))))
+            else:
+                store.update(zip(missing, map(_compact, _rows(self.tokenizer(text_target=missing, **args)))))
+        return [store[k] for k in keys]
+
+    def _pairs(self, rows: list[Example]) -> list[tuple]:
+        return self._encode("pair", [(ex["text_a"], ex.get("text_b")) for ex in rows])
+
+    def lengths(self, rows: list[Example]) -> list[int]:
+        """Tokens of each row after truncation (seq2seq: source plus target), without padding."""
+        if self.seq2seq:
+            src = self._encode("source", [ex["source"] for ex in rows])
+            tgt = self._encode("target", [ex["target"] for ex in rows])
+            return [len(s[0]) + len(t[0]) for s, t in zip(src, tgt)]
+        return [len(e[0]) for e in self._pairs(rows)]
+
+    # ---- padding
+    def _pad(self, encodings: list[tuple], pad_id: int) -> dict[str, Any]:
+        """``input_ids`` / ``token_type_ids`` / ``attention_mask`` ``[B, W]`` int64, W the longest row,
+        padded on the tokenizer's ``padding_side`` as its own padding would."""
+        import numpy as np
+        import torch
+
+        width = max(len(e[0]) for e in encodings)
+        ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        has_types = encodings[0][1] is not None
+        types = np.full((len(encodings), width), getattr(self.tokenizer, "pad_token_type_id", 0), dtype=np.int64) \
+            if has_types else None
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for i, (row_ids, row_types) in enumerate(encodings):
+            n = len(row_ids)
+            cols = slice(width - n, width) if left else slice(0, n)
+            ids[i, cols] = np.frombuffer(row_ids, dtype=np.int32)
+            mask[i, cols] = 1
+            if has_types:
+                types[i, cols] = np.frombuffer(row_types, dtype=np.int8)
+        out = {"input_ids": torch.from_numpy(ids)}
+        if has_types:
+            out["token_type_ids"] = torch.from_numpy(types)
+        out["attention_mask"] = torch.from_numpy(mask)
+        return out
+
+    def __call__(self, batch: list[Example]) -> dict[str, Any]:
+        import torch
+
+        _check_batch(batch)
+        if self.seq2seq:
+            enc = self._pad(self._encode("source", [ex["source"] for ex in batch]), self.tokenizer.pad_token_id)
+            # padding positions of the target are -100 so the loss ignores them (masking by position,
+            # not by pad id: some tokenizers pad with the end-of-sequence id, which must still be trained on)
+            tgt = self._pad(self._encode("target", [ex["target"] for ex in batch]), -100)
+            return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": tgt["input_ids"]}
+        has_b = [ex.get("text_b") is not None for ex in batch]
+        if any(has_b) and not all(has_b):
+            raise ValueError("batch mixes single sentences and sentence pairs (some text_b are None)")
+        enc = self._pad(self._pairs(batch), self.tokenizer.pad_token_id)
+        dtype = torch.float32 if self.task.kind == "regression" else torch.long
+        enc["labels"] = torch.tensor([ex["label"] for ex in batch], dtype=dtype)
+        return enc
+
+
+def _rows(encoding: Any) -> list[dict[str, list[int]]]:
+    """A batched tokenizer output (``{key: [row, ...]}``) as one dict per row."""
+    keys = list(encoding.keys())
+    return [dict(zip(keys, values)) for values in zip(*(encoding[k] for k in keys))]
+
+
+def make_collate(task: Task, tokenizer: Any, max_length: int = 128) -> Collate:
     """A ``collate_fn`` for ``torch.utils.data.DataLoader`` over ``task.train`` / ``task.dev``.
 
     Returns ``batch -> dict`` of tensors, padded to the longest sequence *in the batch*
-    (dynamic padding, width W <= max_length):
+    (dynamic padding, width W <= max_length), exactly what the tokenizer's own batched call
+    (``truncation=True, padding="longest"``) returns:
 
     * classification / regression: the tokenizer's ``input_ids``, ``attention_mask`` (and
       ``token_type_ids`` for BERT), each ``[B, W]`` int64, plus ``labels`` ``[B]``
       (int64 for classification, float32 for regression).
     * seq2seq: ``input_ids``, ``attention_mask`` ``[B, W_src]`` from the source and ``labels``
       ``[B, W_tgt]`` int64 from the target, with padding positions set to -100 so the loss ignores them.
+
+    Every row is tokenized once per (tokenizer, max_length) and cached in memory (see the comment
+    above :data:`TOKEN_CACHE_STORES`); ``collate.lengths(rows)`` gives the rows' token counts.
     """
-    import torch  # torch is only needed once batches are built
-
-    if not isinstance(max_length, int) or max_length <= 0:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-    encode = {"truncation": True, "max_length": max_length, "padding": "longest", "return_tensors": "pt"}
-
-    def collate_pairs(batch: list[Example]) -> dict[str, Any]:
-        _check_batch(batch)
-        text_a = [ex["text_a"] for ex in batch]
-        has_b = [ex.get("text_b") is not None for ex in batch]
-        if any(has_b) and not all(has_b):
-            raise ValueError("batch mixes single sentences and sentence pairs (some text_b are None)")
-        text_b = [ex["text_b"] for ex in batch] if all(has_b) else None
-        enc = dict(tokenizer(text_a, text_b, **encode))
-        dtype = torch.float32 if task.kind == "regression" else torch.long
-        enc["labels"] = torch.tensor([ex["label"] for ex in batch], dtype=dtype)
-        return enc
-
-    def collate_seq2seq(batch: list[Example]) -> dict[str, Any]:
-        _check_batch(batch)
-        enc = tokenizer([ex["source"] for ex in batch], **encode)
-        tgt = tokenizer(text_target=[ex["target"] for ex in batch], **encode)
-        # Mask by attention_mask rather than by pad_token_id: some tokenizers use the same id for
-        # padding and end-of-sequence, and the real EOS must still be trained on.
-        labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
-
-    return collate_seq2seq if task.is_seq2seq else collate_pairs
+    return Collate(task, tokenizer, max_length)
 
 
 def _check_batch(batch: list[Example]) -> None:

@@ -2,7 +2,8 @@
 
 The loop owns what every study shares: AdamW with parameter groups, linear warmup and decay,
 gradient clipping, evaluation every N steps, the best checkpoint by a chosen metric, early
-stopping, seeding, progress bars, CPU or GPU, data parallelism. What a study changes is passed in:
+stopping, seeding, progress bars, CPU or GPU, mixed precision (bf16 autocast over fp32 master weights),
+length-bucketed batches, data parallelism (accelerate). What a study changes is passed in:
 
 * ``objective`` computes the loss of a batch (task loss by default; knowledge distillation,
   feature distillation and module-output matching are other ``Objective`` classes in
@@ -15,6 +16,7 @@ stopping, seeding, progress bars, CPU or GPU, data parallelism. What a study cha
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -40,9 +42,14 @@ __all__ = [
     "task_evaluation",
     "predict",
     "iterate_batches",
+    "batch_plan",
     "linear_schedule",
     "default_param_groups",
     "resolve_device",
+    "resolve_precision",
+    "bf16_supported",
+    "precision_context",
+    "PRECISIONS",
     "set_seed",
     "distributed_context",
     "is_main_process",
@@ -51,7 +58,11 @@ __all__ = [
 
 #: TrainConfig fields added after cache keys were first stored, with the defaults that reproduce
 #: the runs from before they existed (see ``TrainConfig.key_fields``)
-_LATER_FIELDS = {"select_metric": None, "higher_is_better": None, "patience": None, "eval_at_start": False}
+_LATER_FIELDS = {"select_metric": None, "higher_is_better": None, "patience": None, "eval_at_start": False,
+                 "precision": "fp32", "bucket_batches": None}
+
+#: the precision settings of training and evaluation (see :func:`resolve_precision`)
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -83,6 +94,14 @@ class TrainConfig:
         patience: stop after this many evaluations in a row without improving the selection metric
             (``None``: never; the run then ends at ``max_steps``/``epochs``).
         eval_at_start: also evaluate before the first step (step 0, a candidate for the best checkpoint).
+        precision: ``"fp32"``; ``"bf16"``: the forward (and so the backward) of training and of the
+            evaluation runs under ``torch.autocast`` in bfloat16 while the weights, gradients and
+            optimizer state stay float32; ``"auto"``: bf16 where the device computes it natively
+            (:func:`bf16_supported`), else fp32. Cache keys record the resolved precision.
+        bucket_batches: ``None``: batches are consecutive slices of a seeded shuffle (the runs from
+            before this field); ``k``: length-bucketed batches -- the shuffled rows are cut into
+            chunks of ``k`` batches, each chunk sorted by token length and cut into batches, and the
+            batches shuffled again (seeded), so a batch pads little yet every epoch mixes anew.
     """
 
     lr: float = 5e-5
@@ -104,6 +123,8 @@ class TrainConfig:
     higher_is_better: bool | None = None
     patience: int | None = None
     eval_at_start: bool = False
+    precision: str = "fp32"
+    bucket_batches: int | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -115,12 +136,17 @@ class TrainConfig:
             "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
             "patience": self.patience is None or (isinstance(self.patience, int) and not isinstance(self.patience, bool)
                                                   and self.patience >= 1),
+            "bucket_batches": self.bucket_batches is None or (isinstance(self.bucket_batches, int)
+                                                              and not isinstance(self.bucket_batches, bool)
+                                                              and self.bucket_batches >= 1),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid TrainConfig values: {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if (self.select_metric is None) != (self.higher_is_better is None):
             raise ValueError(f"select_metric={self.select_metric!r} with higher_is_better={self.higher_is_better!r}: "
                              "give both (e.g. 'loss' and False) or neither (the task's main metric, higher is better)")
@@ -128,8 +154,10 @@ class TrainConfig:
     def key_fields(self) -> dict[str, Any]:
         """The fields that change what a run trains, for cache keys: all but ``progress`` and
         ``device``. The fields added later are left out while at their defaults, so a key stored
-        before they existed still names the same run."""
+        before they existed still names the same run. ``precision="auto"`` is recorded as what it
+        resolves to on this config's device (so an ``"auto"`` run that trained in fp32 has the fp32 key)."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("progress", "device")}
+        fields["precision"] = resolve_precision(self.precision, resolve_device(self.device))
         return {k: v for k, v in fields.items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
 
 
@@ -190,16 +218,70 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if _launched_world() > 1 and "LOCAL_RANK" in os.environ else "cuda")
 
 
+# --------------------------------------------------------------------------- precision
+# bf16 is autocast, not a cast of the model: matrix products run in bfloat16, while the weights,
+# their gradients and AdamW's moments stay float32 (the "master weights"), and the ops autocast
+# keeps in float32 (the losses among them) stay there. This is
+# what accelerate's `mixed_precision="bf16"` does too (`torch.autocast(device, dtype=torch.bfloat16)`
+# around the forward); it is done per call here because accelerate holds one mixed-precision setting
+# per process (AcceleratorState refuses a second Accelerator with another one: "cannot be changed,
+# restart your runtime"), while a study trains fp32 baselines and bf16 students in one kernel and
+# the bench interleaves both.
+
+
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively, so bf16 autocast pays off there.
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: the AVX512-BF16 or AMX
+    instructions (torch's own cpuinfo probe). Any CPU *runs* bf16 autocast, but without them
+    oneDNN emulates bf16 products through fp32 conversions, which is no faster than fp32 (often
+    slower), so ``"auto"`` would only cost accuracy there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(probe() for probe in probes if probe is not None)
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``"fp32"`` or ``"bf16"``: what ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``) means on ``device``.
+    ``"auto"`` is bf16 where :func:`bf16_supported`; an explicit ``"bf16"`` is honoured on any CPU
+    (emulated where not native) and refused on a GPU without bf16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not bf16_supported(device):
+        raise ValueError(f"precision 'bf16' asked for on {device}, which has no bfloat16 support; use 'fp32' or 'auto'")
+    return precision
+
+
+def precision_context(precision: str, device: str | torch.device):
+    """The context a forward runs in: ``torch.autocast(device, dtype=torch.bfloat16)`` for bf16
+    (after :func:`resolve_precision`), nothing for fp32."""
+    device = torch.device(device)
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 # --------------------------------------------------------------------------- several processes (DDP)
 # Under `accelerate launch --multi_gpu --num_processes N script.py` (or torchrun) every process runs the
-# user's unchanged script; `train` notices the launch and (1) starts the process group if the script did
-# not, (2) starts every rank from rank 0's weights, (3) gives each rank every N-th row of each global
-# batch, (4) averages the gradients over ranks before the optimizer step, weighting each rank's mean loss
-# by its share of the rows so the average is the global batch's mean even for an uneven last batch, and
-# (5) evaluates on rank 0 and broadcasts the metrics. This is DistributedDataParallel's arithmetic, done
-# by hand rather than by wrapping the model: objectives, hooks and `extra_eval` keep the user's model.
-# With dropout the runs differ (each rank draws its own masks); without it they match one process at
-# the same global batch up to floating-point summation order (tests/test_ddp.py).
+# user's unchanged script; `train` notices the launch and hands the step to accelerate: its
+# `Accelerator` starts the process group if the script did not and wraps the step in
+# DistributedDataParallel (`prepare_model`), which starts every rank from rank 0's weights and
+# all-reduces the gradients in buckets while the backward still runs. What DDP wraps is `_Step`, a
+# module holding the user's model whose forward is the objective, so objectives, their hooks (feature
+# distillation, module matching) and `eval_fn` / `extra_eval` keep the user's unwrapped model and DDP
+# still sees every forward. Each rank computes every N-th row of each global batch; its mean loss is
+# weighted by its share of the rows, so DDP's average is the global batch's mean even for an uneven
+# last batch. Evaluation runs on rank 0 and its metrics are broadcast. With dropout the runs differ
+# (each rank draws its own masks); without it they match one process at the same global batch up to
+# floating-point summation order (tests/test_ddp.py).
 
 
 def _launched_world() -> int:
@@ -227,31 +309,40 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _broadcast_weights(model: nn.Module) -> None:
-    import torch.distributed as dist
+class _Step(nn.Module):
+    """One training step's forward as a module: ``objective(model, batch, indices)`` under the run's
+    precision, its loss scaled by ``weight``. Data parallelism wraps this module, so the objective
+    (and every hook it sets) still gets the user's own model. ``extra`` holds trainable parameters
+    outside the model (an objective's own), so DDP averages their gradients too."""
 
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        dist.broadcast(tensor.data, src=0)
+    def __init__(self, model: nn.Module, objective: Objective, extra: list[nn.Parameter], precision: str,
+                 device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.extra = nn.ParameterList(extra)
+        object.__setattr__(self, "objective", objective)  # not a submodule: a teacher inside it is no DDP parameter
+        self.context = lambda: precision_context(precision, device)
+
+    def forward(self, batch: dict[str, torch.Tensor], indices: list[int], weight: float):
+        with self.context():
+            loss, logs = self.objective(self.model, batch, indices)
+        return loss.float() * weight, logs
 
 
-def _average_gradients(params: list[nn.Parameter], world: int) -> None:
-    """Mean of every gradient over the ranks, in one all-reduce; a parameter no rank has a gradient
-    for keeps ``grad = None`` (AdamW then skips it, as in one process)."""
-    import torch.distributed as dist
+def _data_parallel(step: _Step, device: torch.device, precision: str) -> nn.Module:
+    """``step`` wrapped by accelerate for the launch (DistributedDataParallel; the process group is
+    already up). Parameters no rank uses in a step (a frozen-in-practice branch, the student slots a
+    module-matching batch skips) are allowed: ``find_unused_parameters``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    device = params[0].device
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    dist.all_reduce(has)
-    live = [p for p, h in zip(params, has.tolist()) if h > 0]
-    if not live:
-        return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in live])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in live:
-        p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
-        offset += p.numel()
+    accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    launched = accelerator.mixed_precision
+    if launched not in ("no", precision):
+        raise ValueError(f"the launch asks for mixed precision {launched!r} but TrainConfig.precision resolves to "
+                         f"{precision!r}; launch with --mixed_precision no (mpstudy sets the precision per run)")
+    return accelerator.prepare_model(step, device_placement=False)
 
 
 def _global_logs(logs: dict[str, float], rows: int) -> dict[str, float]:
@@ -274,14 +365,46 @@ def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def batch_plan(n: int, batch_size: int, generator: torch.Generator | None = None, lengths: list[int] | None = None,
+               bucket: int | None = None) -> list[list[int]]:
+    """The row indices of each batch over ``n`` rows.
+
+    The order is a shuffle drawn from ``generator`` (``0..n-1`` without one). ``bucket=None``: the
+    batches are consecutive slices of that order. ``bucket=k`` (needs ``lengths``): the order is cut
+    into chunks of ``k`` batches, each chunk's rows are sorted by length (longest first, ties in
+    order) and cut into batches, and, with a generator, the batches are shuffled again -- so each
+    batch holds rows of similar length (little padding) while the mix still changes every epoch.
+    """
+    order = torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
+    if bucket is None:
+        return [order[s: s + batch_size] for s in range(0, n, batch_size)]
+    if lengths is None or len(lengths) != n:
+        raise ValueError(f"length bucketing needs one length per row ({n}), got {None if lengths is None else len(lengths)}")
+    if isinstance(bucket, bool) or not isinstance(bucket, int) or bucket < 1:
+        raise ValueError(f"bucket must be a positive number of batches or None, got {bucket!r}")
+    chunk = bucket * batch_size
+    batches = []
+    for s in range(0, n, chunk):
+        rows = sorted(order[s: s + chunk], key=lambda i: -lengths[i])  # sorted() is stable: ties keep the shuffle
+        batches += [rows[b: b + batch_size] for b in range(0, len(rows), batch_size)]
+    if generator is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
+
+
 def iterate_batches(
-    examples: list[dict], collate: Callable, batch_size: int, generator: torch.Generator | None = None
+    examples: list[dict], collate: Callable, batch_size: int, generator: torch.Generator | None = None,
+    bucket: int | None = None,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
-    """Yield ``(row indices, collated batch)``; shuffled when a generator is given."""
-    order = torch.randperm(len(examples), generator=generator).tolist() if generator is not None else range(len(examples))
-    order = list(order)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    """Yield ``(row indices, collated batch)``; shuffled when a generator is given, length-bucketed
+    with ``bucket`` (batches per sorted chunk, see :func:`batch_plan`; needs a collate from
+    :func:`~mpstudy.tasks.make_collate`, which knows the rows' token lengths). Every row comes exactly once."""
+    lengths = None
+    if bucket is not None:
+        if not hasattr(collate, "lengths"):
+            raise ValueError("length bucketing needs the rows' token lengths: use a collate from mpstudy.tasks.make_collate")
+        lengths = collate.lengths(examples)
+    for idx in batch_plan(len(examples), batch_size, generator, lengths, bucket):
         yield idx, collate([examples[i] for i in idx])
 
 
@@ -289,52 +412,72 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def _eval_batches(examples: list[dict], collate, batch_size: int, bucket: bool):
+    """Evaluation batches: with ``bucket`` the whole split sorted by length (least padding); the
+    indices map each prediction back to its row."""
+    return iterate_batches(examples, collate, batch_size, bucket=max(1, -(-len(examples) // batch_size)) if bucket else None)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, tokenizer, task, split: str = "dev", batch_size: int = 64, max_length: int = 128,
-            max_new_tokens: int = 32, device: str | torch.device | None = None) -> tuple[list, list]:
-    """Predictions and references on a split: class ids, regression scores, or decoded strings."""
+            max_new_tokens: int = 32, device: str | torch.device | None = None, precision: str = "fp32",
+            bucket: bool = True) -> tuple[list, list]:
+    """Predictions and references on a split: class ids, regression scores, or decoded strings, in
+    the split's row order.
+
+    ``precision``: ``"fp32"``, ``"bf16"`` (the forward under bf16 autocast; the model is not cast)
+    or ``"auto"`` (:func:`resolve_precision`). ``bucket``: batch the rows sorted by token length, so
+    batches pad little (the predictions are put back in row order; padding does not change a
+    row's prediction beyond floating-point summation order).
+    """
 
     examples = getattr(task, split)
     device = next(model.parameters()).device if device is None else torch.device(device)
     was_training = model.training
     model.eval()
     collate = make_collate(task, tokenizer, max_length=max_length)
-    preds: list = []
-    for _, batch in iterate_batches(examples, collate, batch_size):
+    preds: list = [None] * len(examples)
+    for idx, batch in _eval_batches(examples, collate, batch_size, bucket):
         batch = _to(batch, device)
-        if task.kind == "seq2seq":
-            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
-            preds += tokenizer.batch_decode(out, skip_special_tokens=True)
-        else:
-            batch.pop("labels", None)
-            logits = model(**batch).logits
-            preds += (logits.squeeze(-1) if task.kind == "regression" else logits.argmax(-1)).tolist()
+        with precision_context(precision, device):
+            if task.kind == "seq2seq":
+                out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+                values = tokenizer.batch_decode(out, skip_special_tokens=True)
+            else:
+                batch.pop("labels", None)
+                logits = model(**batch).logits.float()
+                values = (logits.squeeze(-1) if task.kind == "regression" else logits.argmax(-1)).tolist()
+        for i, value in zip(idx, values):
+            preds[i] = value
     model.train(was_training)
     refs = [ex["target"] for ex in examples] if task.kind == "seq2seq" else [ex["label"] for ex in examples]
     return preds, refs
 
 
 def evaluate(model: nn.Module, tokenizer, task, split: str = "dev", **kwargs: Any) -> dict[str, float]:
-    """The task's metrics on a split (``dev`` by default). ``kwargs`` go to ``predict``."""
+    """The task's metrics on a split (``dev`` by default). ``kwargs`` go to :func:`predict`
+    (``batch_size``, ``max_length``, ``precision``, ``bucket``...)."""
     preds, refs = predict(model, tokenizer, task, split=split, **kwargs)
     return task.compute_metrics(preds, refs)
 
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, tokenizer, task, split: str = "dev", batch_size: int = 64,
-                  max_length: int = 128) -> float:
+                  max_length: int = 128, precision: str = "fp32", bucket: bool = True) -> float:
     """The model's own loss on a split (cross-entropy; token-level for seq2seq, padding ignored;
-    MSE for regression), averaged over examples (each batch's mean weighted by its row count)."""
+    MSE for regression), averaged over examples (each batch's mean weighted by its row count).
+    ``precision`` and ``bucket`` as in :func:`predict`."""
     examples = getattr(task, split)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     collate = make_collate(task, tokenizer, max_length=max_length)
     total, count = 0.0, 0
-    for _, batch in iterate_batches(examples, collate, batch_size):
+    for _, batch in _eval_batches(examples, collate, batch_size, bucket):
         n = batch["input_ids"].shape[0]
-        total += float(model(**_to(batch, device)).loss) * n
+        with precision_context(precision, device):
+            total += float(model(**_to(batch, device)).loss) * n
         count += n
     model.train(was_training)
     return total / count
@@ -346,13 +489,13 @@ def task_evaluation(tokenizer, task, config: TrainConfig | None = None, metrics:
 
     ``metrics``: the task's metrics on ``task.dev`` (:func:`~mpstudy.evaluate`); ``loss``: the model's own mean
     loss there (:func:`evaluate_loss`) under the key ``"loss"``, e.g. to select the best checkpoint
-    by dev loss (``TrainConfig(select_metric="loss", higher_is_better=False)``). Batch size, length
-    and generation length come from ``config``.
+    by dev loss (``TrainConfig(select_metric="loss", higher_is_better=False)``). Batch size, length,
+    generation length and precision come from ``config``; batches are length-bucketed.
     """
     if not (metrics or loss):
         raise ValueError("task_evaluation with metrics=False and loss=False evaluates nothing; ask for one")
     config = config or TrainConfig()
-    kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length)
+    kwargs = dict(batch_size=config.eval_batch_size, max_length=config.max_length, precision=config.precision)
 
     def run(model: nn.Module, step: int) -> dict[str, float]:
         out = evaluate(model, tokenizer, task, max_new_tokens=config.max_new_tokens, **kwargs) if metrics else {}
@@ -415,11 +558,17 @@ def train(
     Every step's record has ``step``, ``lr``, the objective's logs, ``elapsed_s`` (wall-clock
     seconds since the start) and ``train_s`` (the same without the time spent evaluating).
 
+    ``config.precision`` ``"bf16"`` runs the objective (forward and loss) under bf16 autocast with
+    float32 weights, gradients and optimizer state; evaluation by :func:`task_evaluation` uses the
+    same precision (an ``eval_fn`` of the caller's runs as it is). ``config.bucket_batches`` draws
+    length-bucketed batches (:func:`batch_plan`).
+
     Launched on several processes (``accelerate launch --multi_gpu --num_processes N``, or
-    ``torchrun``), the same call trains data-parallel: ``config.batch_size`` stays the global batch,
-    each rank computes every N-th row of it and the gradients are averaged (see the comment above
-    ``mpstudy.train.distributed_context``); evaluation runs on rank 0 and its metrics are broadcast,
-    so every rank selects and stops alike and returns the same result.
+    ``torchrun``), the same call trains data-parallel through accelerate (DistributedDataParallel):
+    ``config.batch_size`` stays the global batch, each rank computes every N-th row of it and the
+    gradients are averaged (see the comment above ``mpstudy.train.distributed_context``); evaluation
+    runs on rank 0 and its metrics are broadcast, so every rank selects and stops alike and returns
+    the same result.
     """
 
     config = config or TrainConfig()
@@ -428,16 +577,20 @@ def train(
     select = config.select_metric or task.main_metric
     higher = True if config.select_metric is None else config.higher_is_better
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     rank, world = distributed_context(device)
     set_seed(config.seed)
     model.to(device).train()
-    if world > 1:
-        _broadcast_weights(model)
 
     groups = param_groups if param_groups is not None else default_param_groups(model, config.weight_decay)
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("nothing to train: no parameter in the optimizer groups requires grad")
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    in_model = {id(p) for p in model.parameters()}
+    extra = list({id(p): p for g in groups for p in g["params"] if p.requires_grad and id(p) not in in_model}.values())
+    step_module = _Step(model, objective, extra, precision, device)
+    # several processes: DDP (through accelerate) starts every rank from rank 0's weights and averages the gradients
+    run_step = _data_parallel(step_module, device, precision) if world > 1 else step_module
 
     params = count_parameters(model)
     steps_per_epoch = math.ceil(len(task.train) / config.batch_size)
@@ -489,22 +642,25 @@ def train(
         evaluation(record)
         history.append(stamp(record))
     bar = tqdm(total=total, desc=f"train {task.name}", disable=not config.progress or rank != 0, leave=False)
-    trainable = [p for g in groups for p in g["params"] if p.requires_grad]
+    clipped = [p for g in groups for p in g["params"]]
     while step < total and not stopped:
-        for indices, batch in iterate_batches(task.train, collate, config.batch_size, generator):
-            rows = len(indices)
+        for indices, batch in iterate_batches(task.train, collate, config.batch_size, generator,
+                                              bucket=config.bucket_batches):
+            rows, weight, mine = len(indices), 1.0, len(indices)
             if world > 1:  # this rank's share of the global batch: every world-th row
-                indices, batch = indices[rank::world], {k: v[rank::world] for k, v in batch.items()}
-            loss, logs = torch.zeros(()), {}
-            if indices:
-                loss, logs = objective(model, _to(batch, device), indices)
-                (loss * (len(indices) * world / rows)).backward()  # world == 1: loss * 1
+                mine = len(indices[rank::world])
+                # DDP averages over ranks: weighting each rank's mean by its share of the rows gives the global mean;
+                # a rank left without rows (a last batch smaller than the world) still runs a step, weighted 0
+                share = slice(rank, None, world) if mine else slice(0, 1)
+                indices, batch, weight = indices[share], {k: v[share] for k, v in batch.items()}, mine * world / rows
+            loss, logs = run_step(_to(batch, device), indices, weight)
+            loss.backward()
+            loss = loss.detach()
             if world > 1:
-                _average_gradients(trainable, world)
-                logs = _global_logs(logs, len(indices))
+                logs = _global_logs(logs, mine)
                 loss = torch.tensor(logs.get("loss", float(loss)))
             if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], config.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(clipped, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

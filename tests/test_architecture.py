@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "mpstudy"
 #: the spine, bottom to top; a module may import its own level and the levels below it, never above.
 #: ``studies`` sits above the whole spine except the entry points (``cli``, the package itself).
 LEVELS: list[set[str]] = [
-    {"factorize", "metrics", "profiles", "records", "plots", "cache"},  # pure math, pure data, files
+    {"factorize", "metrics", "profiles", "parameters", "records", "plots", "cache"},  # pure math, pure data, files
     {"layers"},  # nn.Modules holding factors
     {"targets", "prune"},  # naming modules in a model; pruning operations (layers too: T5 heads)
     {"methods"},  # the registry

@@ -225,7 +225,7 @@ CLI_CASES = [
     ("cli-ratio-alias-2", COMPRESS + ["--method", "svd", "--ratio", "2"], "must be a number in (0, 1], got 2.0"),
     ("cli-bond-0", COMPRESS + ["--method", "mpo", "--max-bond", "0"], "max_bond must be an int >= 1"),
     ("cli-keep-1-offline", COMPRESS + ["--method", "offline-kronecker", "--keep", "1"], "must be a number in (0, 1), got 1.0"),
-    ("cli-cr-gone", COMPRESS + ["--method", "offline-kronecker", "--cr", "2"], "one of the arguments --keep --ratio --rank"),
+    ("cli-cr-gone", COMPRESS + ["--method", "offline-kronecker", "--cr", "2"], "unrecognized arguments: --cr 2"),
     ("cli-rank-not-int", COMPRESS + ["--method", "svd", "--rank", "two"], "invalid int value: 'two'"),
     ("cli-unknown-method", COMPRESS + ["--method", "nope", "--keep", "0.5"], "invalid choice: 'nope'"),
     ("cli-unknown-target", COMPRESS + ["--method", "svd", "--keep", "0.5", "--targets", "nothing"], "unknown target 'nothing'"),

@@ -103,3 +103,95 @@ def test_fingerprint_tracks_notebook_and_parameters(tmp_path):
     assert study_fingerprint(nb, {"x": 2}) != base
     _tiny_notebook(nb, body="print(x * 3)")
     assert study_fingerprint(nb, {"x": 1}) != base
+
+
+TYPED = 'from typing import Optional\nprofile: str = "smoke"\nseed: int = 0\nlr: float = 0.1\nname: str = "a"\nn: Optional[int] = None'
+
+
+def _typed_notebook(path, body="print(lr, repr(name), n)"):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(TYPED)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def _committed_page(path, profile="cpu"):
+    """A page of book/studies as papermill leaves it: its parameters in the metadata."""
+    page = nbformat.v4.new_notebook()
+    page.metadata["papermill"] = {"parameters": {"profile": profile}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(page, path)
+    return path.read_bytes()
+
+
+def test_smoke_run_goes_to_scratch_and_p_values_are_typed_by_the_notebook(tmp_path, capsys, monkeypatch):
+    """`mpstudy run NB` without --profile: smoke, into _build/smoke/, never over a committed page;
+    -p values typed by the parameters cell (YAML alone reads 1e-3 as a string and yes as True)."""
+    monkeypatch.chdir(tmp_path)
+    nb = _typed_notebook(tmp_path / "99_typed.ipynb")
+    committed = _committed_page(tmp_path / "book" / "studies" / "99_typed.ipynb")
+    code, out, err = run(capsys, "run", str(nb), "-p", "lr", "1e-3", "-p", "name", "yes", "-p", "n", "null")
+    assert code == 0, err
+    assert (tmp_path / "book" / "studies" / "99_typed.ipynb").read_bytes() == committed
+    page = nbformat.read(tmp_path / "_build" / "smoke" / "studies" / "99_typed.ipynb", as_version=4)
+    assert page.metadata["papermill"]["parameters"] == {"profile": "smoke", "seed": 0, "lr": 0.001, "name": "yes", "n": None}
+    assert page.cells[-1].outputs[0]["text"] == "0.001 'yes' None\n"
+    assert (tmp_path / "_build" / "smoke" / "results" / "runs" / "99_typed-smoke.json").exists()
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-p", "lr", "abc"], "99_typed.ipynb: -p lr 'abc' is not of type float"),
+    (["-p", "n", "1.5"], "99_typed.ipynb: -p n '1.5' is not of type Optional[int]"),
+    (["-p", "seed", "true"], "99_typed.ipynb: -p seed 'true' is not of type int"),
+    (["-p", "nope", "1"], "99_typed.ipynb has no parameter(s) ['nope']"),
+    (["--profile", "smoke", "--output-dir", "book/studies"],
+     "book/studies/99_typed.ipynb holds the cpu profile's results; writing the smoke profile's over it needs --replace-profile"),
+])
+def test_run_refuses_bad_parameters_and_foreign_pages_before_anything_runs(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    nb = _typed_notebook(tmp_path / "99_typed.ipynb")
+    committed = _committed_page(tmp_path / "book" / "studies" / "99_typed.ipynb")
+    code, out, err = run(capsys, "run", str(nb), *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "book" / "studies" / "99_typed.ipynb").read_bytes() == committed
+    assert not (tmp_path / "_build").exists()
+
+
+def test_in_place_keeps_working_and_takes_no_profile(tmp_path, capsys):
+    nb = _typed_notebook(tmp_path / "99_typed.ipynb")
+    code, out, err = run(capsys, "run", str(nb), "--in-place", "--profile", "cpu")
+    assert code == 2 and "--in-place stores the template's own smoke outputs" in err
+    code, out, err = run(capsys, "run", str(nb), "--in-place")
+    assert code == 0, err
+    stored = nbformat.read(nb, as_version=4)
+    assert stored.cells[-1].outputs[0]["text"] == "0.1 'a' None\n"  # the template's own values
+    assert not (tmp_path / "_build").exists()
+
+
+def test_reproduce_checks_every_study_before_running_any(tmp_path, capsys, monkeypatch):
+    from mpstudy import profiles
+
+    (tmp_path / "nb").mkdir()
+    _typed_notebook(tmp_path / "nb" / "01_a.ipynb")
+    _typed_notebook(tmp_path / "nb" / "02_b.ipynb")
+    monkeypatch.setitem(profiles.STUDIES, "02_b", {"smoke": {"lr": "fast"}})
+    code, out, err = run(capsys, "reproduce", "--notebooks-dir", str(tmp_path / "nb"), "--output-dir", str(tmp_path / "out"),
+                         "--results-dir", str(tmp_path / "res"))
+    assert code == 2 and "02_b.ipynb: parameter lr must be of type float, got 'fast' (str)" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "res").exists()  # 01_a did not run either
+
+
+def test_precision_methods_need_no_budget_on_the_command_line(tmp_path, capsys):
+    """`--method int8` runs without --keep/--rank; a method that needs a budget says so in one line."""
+    from mpstudy import load_compressed
+
+    assert main(["compress", "tiny-bert", "--method", "int8", "--out", str(tmp_path / "q")]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "int8"
+    load_compressed(tmp_path / "q")
+    assert main(["compress", "tiny-bert", "--method", "svd", "--out", str(tmp_path / "s")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keep" in err[0] and not (tmp_path / "s").exists()

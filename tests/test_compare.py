@@ -2,9 +2,11 @@
 by hand), every registered method meets a kept fraction through ``Method.for_budget``, the MPO bond
 search against brute force, the FALCON allocation's predicted error against the compressed weights,
 FALCON and structured pruning through ``compress`` against the direct path, structured pruning
-against masking, bad input, and the grid's cache."""
+against masking, bad input, and the grid: its cache (keyed on everything that produced a unit), Fisher
+weights as files, and the same records from a local process pool and from a Dask cluster."""
 import copy
 import itertools
+import json
 
 import pytest
 import torch
@@ -26,7 +28,7 @@ from mpstudy.methods.mpo import mpo_bond_for_budget
 from mpstudy.prune import (mask_heads, prunable_modules, prune_ffn_neurons, prune_heads_and_neurons,
                            select_heads_to_prune)
 from mpstudy.studies.comparison import (COMPARED, COMPARED_METHODS, compress_to_budget, encoder_linear_names,
-                                        pareto_front, recovery_task, run_grid)
+                                        load_fisher, pareto_front, recovery_task, run_grid, store_fisher)
 from mpstudy.targets import resolve_targets, set_submodule
 from mpstudy.tasks import load_task
 
@@ -112,11 +114,19 @@ FOR_BUDGET = {
     "lobert-self_falconvertical": ("qkv", [0.52]),
     "lobert-self_falcon_4d": ("qkv", [0.34]),
 }
+#: registered methods that keep every weight and take no kept fraction (the precision methods): for_budget refuses them
+NO_KEEP = {"bf16", "int8"}
 _FAST = {"offline-ae": {"epochs": 1}}
 
 
 def test_the_budget_table_covers_every_registered_method():
-    assert set(FOR_BUDGET) == set(METHODS)
+    assert set(FOR_BUDGET) | NO_KEEP == set(METHODS) and not set(FOR_BUDGET) & NO_KEEP
+
+
+@pytest.mark.parametrize("name", sorted(NO_KEEP))
+def test_for_budget_refuses_methods_without_keep(bert, name):
+    with pytest.raises(ValueError, match=f"^method '{name}' cannot be asked for a kept fraction; "):
+        get_method(name).for_budget(bert[0], 0.5)
 
 
 @pytest.mark.parametrize("name", sorted(FOR_BUDGET))
@@ -365,6 +375,138 @@ def test_grid_runs_caches_and_resumes(bert, tmp_path, monkeypatch):
 def test_grid_rejects_bad_workers(workers, tmp_path):
     with pytest.raises(ValueError, match="workers must be a positive int"):
         run_grid([], workers=workers, cache_dir=tmp_path)
+
+
+@pytest.fixture
+def dense_dir(bert, tmp_path):
+    model, tok = bert
+    path = tmp_path / "dense"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_grid_refuses_specs_a_worker_cannot_run(bert, dense_dir, tmp_path):
+    with pytest.raises(ValueError, match="spec 1 \\(fwsvd\\) holds fisher as FisherImportance; .*store_fisher"):
+        run_grid([_spec(dense_dir), _spec(dense_dir, method="fwsvd", fisher=_fisher(bert[0]))], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
+        run_grid([_spec(dense_dir, device="gpu")], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="spec 0 lacks \\['seeds'\\]"):
+        run_grid([{k: v for k, v in _spec(dense_dir).items() if k != "seeds"}], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="workers=2 or an executor, not both"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            run_grid([_spec(dense_dir)], workers=2, executor=pool, cache_dir=tmp_path)
+    assert not (tmp_path / "comparison").exists()  # refused before anything ran
+
+
+def test_fisher_file_round_trip(bert, tmp_path):
+    fisher = _fisher(bert[0])
+    ref = store_fisher(fisher, tmp_path)
+    assert set(ref) == {"path", "sha256"} and ref["path"].startswith(str(tmp_path / "tensors"))
+    assert store_fisher(fisher, tmp_path) == ref  # the same weights: the same file
+    back = load_fisher(ref)
+    assert back.to_dict() == fisher.to_dict() and all(torch.equal(back[n], fisher[n]) for n in fisher)
+    first = copy.deepcopy(bert[0])
+    compress_to_budget(first, "fwsvd", 0.5, fisher=fisher)
+    second = copy.deepcopy(bert[0])
+    compress_to_budget(second, "fwsvd", 0.5, fisher=back)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_unit_key_covers_what_produced_the_unit(bert, dense_dir, tmp_path, monkeypatch):
+    """A changed recipe, data, dense weights, Fisher weights, library code or torch/transformers
+    version is a miss; where and how the unit runs, and the paths it reads from, are not."""
+    import mpstudy.cache
+    import mpstudy.studies.comparison.recipe as compare
+
+    monkeypatch.setattr(mpstudy.cache, "code_version", lambda *a: "code as it is")  # others may edit the tree meanwhile
+    fisher = store_fisher(_fisher(bert[0]), tmp_path)
+    spec = _spec(dense_dir, method="fwsvd", fisher=fisher)
+    key = compare._unit_keys([spec])[0]
+    same = [spec | {"threads": 1, "device": "cpu", "cache_dir": "/elsewhere"},
+            spec | {"task_kwargs": spec["task_kwargs"] | {"data_dir": "/other/copy/of/the/data"}}]
+    assert compare._unit_keys(same) == [key] * 2
+    moved = tmp_path / "moved"
+    dense_dir.rename(moved)
+    assert compare._unit_keys([spec | {"baseline": str(moved)}]) == [key]
+    moved.rename(dense_dir)
+    other_fisher = _fisher(bert[0])
+    other_fisher.rows = {n: v * 2 for n, v in other_fisher.rows.items()}
+    misses = {"spec": spec | {"keep": 0.4}, "fisher": spec | {"fisher": store_fisher(other_fisher, tmp_path)}}
+    for what, changed in misses.items():
+        assert compare._unit_keys([changed])[0] != key, what
+    with monkeypatch.context() as m:
+        m.setattr(compare, "task_fingerprint", lambda task: "other data")
+        assert compare._unit_keys([spec])[0] != key, "data"
+    versions = {"torch": "0.0", "transformers": "0.0"}
+    for name, changed in (("code_version", "code edited"), ("library_versions", versions)):
+        with monkeypatch.context() as m:
+            m.setattr(mpstudy.cache, name, lambda *a, _v=changed: _v)
+            assert compare._unit_keys([spec])[0] != key, name
+    model, tok = bert
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.classifier.weight.add_(1e-3)
+    other.save_pretrained(dense_dir)  # other weights at the same path
+    assert compare._unit_keys([spec])[0] != key, "weights"
+
+
+_TIMINGS = ("seconds", "latency")
+
+
+def _without_timings(x):
+    """A unit with every measured time left out (they differ from run to run); NaN made comparable."""
+    if isinstance(x, dict):
+        return {k: _without_timings(v) for k, v in x.items() if k not in _TIMINGS}
+    if isinstance(x, list):
+        return [_without_timings(v) for v in x]
+    return "nan" if isinstance(x, float) and x != x else x
+
+
+def test_grid_on_dask_equals_the_process_pool(bert, dense_dir, tmp_path):
+    """The smoke grid (tiny-bert, synthetic-cls, two units: fwsvd with its Fisher weights as a file,
+    and head pruning) gives the same units here, in a local process pool and on a Dask
+    ``LocalCluster`` of two worker processes, through ``Client.get_executor()``."""
+    from concurrent.futures import Executor
+
+    from distributed import Client, LocalCluster
+
+    from mpstudy.grid import worker_index
+
+    specs = [_spec(dense_dir, method="fwsvd", fisher=store_fisher(_fisher(bert[0]), tmp_path / "shared")),
+             _spec(dense_dir, method="heads")]
+    here = run_grid(specs, cache_dir=tmp_path / "here", progress=False)
+    pool = run_grid(specs, workers=2, cache_dir=tmp_path / "pool", progress=False)
+
+    class Counting(Executor):
+        """The Dask executor, counting the units it is given (so the test fails if none went there)."""
+
+        def __init__(self, inner):
+            self.inner, self.submitted = inner, 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.submitted += 1
+            return self.inner.submit(fn, *args, **kwargs)
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        executor = Counting(client.get_executor())
+        dask = run_grid(specs, executor=executor, cache_dir=tmp_path / "dask", progress=False)
+        workers = set(client.run(lambda: __import__("os").getpid()).values())
+        # each worker knows its slot, in a task as a unit runs (the GPU it takes, if there are several)
+        slots = sorted(client.submit(worker_index, workers=[address], pure=False).result()
+                       for address in client.scheduler_info()["workers"])
+    assert executor.submitted == 2
+    assert [u["method"] for u in dask] == ["fwsvd", "heads"] and all(u["device"] == "cpu" for u in dask)
+    assert _without_timings(dask) == _without_timings(pool) == _without_timings(here)
+    assert len(workers) == 2 and slots == [0, 1]
+    for run, units in (("dask", dask), ("pool", pool)):  # each worker wrote its unit into the cache
+        written = [json.loads(p.read_text()) for p in (tmp_path / run / "comparison").glob("*.json")]
+        assert _without_timings(sorted(written, key=lambda u: u["method"])) == _without_timings(units)
+    assert not list((tmp_path / "dask" / "comparison").glob("*.lock"))  # every unit's lock released
+    assert list((tmp_path / "dask" / "teachers").glob("*.pt"))  # the teacher's outputs went to the grid's cache
 
 
 def test_pareto_front_against_brute_force():

@@ -265,6 +265,41 @@ def test_forward_equals_the_dense_op_with_to_dense(row):
                 torch.testing.assert_close(layer(x), _reference(layer, module, x), rtol=1e-5, atol=1e-5)
 
 
+#: bf16 tolerance, normwise: ``||y_bf16 - y_fp32|| / ||y_fp32||``. bf16 keeps 8 significant bits, so one
+#: rounding has a relative error of at most u = 2^-8 (0.0039). A layer's forward under autocast rounds the
+#: input, each factor and each intermediate product to bf16 (at most ~5 roundings along its chain; products
+#: accumulate in fp32) and the output once more; with errors of random sign these add in quadrature to
+#: about sqrt(5) u = 2.2 u normwise (measured here: 0.6 u to 1.4 u). 4 u leaves room for that and stays two
+#: orders of magnitude below what a wrong path gives (a dropped bias or factor: errors of order 1).
+BF16_RTOL = 4 * 2.0**-8
+
+
+@pytest.mark.parametrize("row", _rows())
+def test_forward_and_backward_under_bf16_autocast(row):
+    """The layers train and evaluate under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (the
+    ``precision="bf16"`` of :func:`mpstudy.train`): the forward is the fp32 forward within bf16's
+    rounding, and a backward gives every parameter a finite gradient in the parameter's own fp32."""
+    _, dense, layers = _build(row)
+    for module, layer in zip(dense, layers):
+        x = _input(module)
+        for training in (True, False):
+            layer.train(training)
+            with torch.no_grad():
+                exact = layer(x)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    low = layer(x)
+            error = float((low.float() - exact).norm() / exact.norm())
+            assert error <= BF16_RTOL, f"{row.id} (training={training}): relative error {error:.2e} > {BF16_RTOL:.2e}"
+    params = list({id(p): p for layer in layers for p in layer.parameters() if p.requires_grad}.values())
+    for layer in layers:
+        layer.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = sum(layer(_input(module)).float().square().mean() for module, layer in zip(dense, layers))
+    loss.backward()
+    assert params and all(p.grad is not None for p in params), f"{row.id}: a parameter got no gradient"
+    assert all(p.grad.dtype == p.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in params)
+
+
 @pytest.mark.parametrize("row", _rows())
 def test_num_params_is_the_count_by_hand(row):
     _, _, layers = _build(row)

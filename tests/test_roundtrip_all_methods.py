@@ -48,6 +48,8 @@ BUDGETS: dict[str, tuple[str, str, str, Budget]] = {
     "lobert-self_falcon_4d": ("tiny-bert", "synthetic-cls", "qkv", {}),
     "falcon": ("tiny-bert", "synthetic-cls", "all-linear", {"keep": 0.5}),
     "prune-heads": ("tiny-bert", "synthetic-cls", "all-linear", {"keep": 0.5}),
+    "bf16": ("tiny-bert", "synthetic-cls", "all-linear", {}),
+    "int8": ("tiny-bert", "synthetic-cls", "all-linear", {}),
 }
 
 #: what a method without a row tries, in order: (targets, budget)

@@ -80,7 +80,8 @@ def test_seq2seq_task_trains_and_reports_bleu():
 
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(batch_size=0), dict(warmup_ratio=1.0), dict(max_steps=0), dict(device="tpu"),
                                  dict(patience=0), dict(patience=True), dict(select_metric="loss"),
-                                 dict(higher_is_better=False)])
+                                 dict(higher_is_better=False), dict(precision="fp16"), dict(bucket_batches=0),
+                                 dict(bucket_batches=True)])
 def test_bad_config(bad):
     with pytest.raises(ValueError, match=list(bad)[0]):
         TrainConfig(**bad)
@@ -161,11 +162,18 @@ def test_new_config_fields_keep_old_cache_keys():
     """Fields added to TrainConfig leave the cache key of a run that does not use them unchanged."""
     from dataclasses import asdict
 
+    from mpstudy.train import bf16_supported
+
     config = TrainConfig(**FAST, max_steps=2)
-    old_fields = {k: v for k, v in asdict(config).items()
-                  if k not in ("progress", "device", "select_metric", "higher_is_better", "patience", "eval_at_start")}
+    later = ("select_metric", "higher_is_better", "patience", "eval_at_start", "precision", "bucket_batches")
+    old_fields = {k: v for k, v in asdict(config).items() if k not in ("progress", "device", *later)}
     assert config.key_fields() == old_fields
     assert TrainConfig(**FAST, max_steps=2, patience=3).key_fields() == {**old_fields, "patience": 3}
+    assert TrainConfig(**FAST, max_steps=2, precision="bf16").key_fields() == {**old_fields, "precision": "bf16"}
+    assert TrainConfig(**FAST, max_steps=2, bucket_batches=4).key_fields() == {**old_fields, "bucket_batches": 4}
+    # "auto" is keyed by what it resolves to on the config's device: the same run, the same key
+    auto = TrainConfig(**FAST, max_steps=2, precision="auto", device="cpu").key_fields()
+    assert auto == ({**old_fields, "precision": "bf16"} if bf16_supported("cpu") else old_fields)
 
 
 def test_baseline_is_cached(task, tmp_path):

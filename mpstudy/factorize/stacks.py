@@ -107,7 +107,9 @@ def stack_matrix(core: torch.Tensor, factors: list[torch.Tensor], position: list
         raise ValueError(f"position needs {len(factors) - 2} stack indices, got {list(position)}")
     G = core
     for U, p in zip(factors[:-2], position):
-        G = torch.tensordot(U[p], G, dims=([0], [0]))
+        # a matmul, not tensordot: under bf16 autocast the first contraction returns bf16, and tensordot
+        # refuses the mixed dtypes of the next one, while autocast casts both operands of a matmul
+        G = (U[p] @ G.reshape(G.shape[0], -1)).reshape(G.shape[1:])
     return factors[-2] @ G @ factors[-1].T
 
 

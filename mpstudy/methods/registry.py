@@ -7,7 +7,9 @@ The budget: ``keep``, the fraction of the targeted weights a method keeps, in (0
 (``CR = 1 / keep`` is only a display). Every method registered here takes ``keep=``, either
 directly (a rank rule, a share of stored numbers) or through a ``search`` that turns it into the
 method's own discrete structure (an MPO bond cap, FALCON's products per type) from the shapes and
-singular values of the targets, before anything is compressed.
+singular values of the targets, before anything is compressed. The precision methods (``bf16``,
+``int8``: :mod:`mpstudy.methods.precision`) are the exception: they keep every weight and take no
+``keep``, so ``for_budget`` refuses them.
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ class Method:
     def check_budget(self, budget: dict[str, Any]) -> dict[str, Any]:
         """Reject unknown budget keywords (naming the allowed ones); fill in defaults."""
         unknown = sorted(set(budget) - set(self.budget_keys))
+        if unknown and not self.budget_keys:  # a precision method: it keeps every weight
+            raise ValueError(f"method {self.name!r} takes no budget keywords, got {unknown}")
         if unknown:
             raise ValueError(f"method {self.name!r} does not take {unknown}; allowed: {list(self.budget_keys)}")
         return {**self.defaults, **{k: v for k, v in budget.items() if v is not None}}
@@ -99,8 +103,8 @@ class Method:
         """
         keep = check_keep(keep)
         if "keep" not in self.budget_keys:
-            raise ValueError(f"method {self.name!r} cannot be asked for a kept fraction; its budget keywords are "
-                             f"{list(self.budget_keys)}")
+            keywords = f"its budget keywords are {list(self.budget_keys)}" if self.budget_keys else "it takes no budget"
+            raise ValueError(f"method {self.name!r} cannot be asked for a kept fraction; {keywords}")
         if self.search is None:
             return {"keep": keep}
         budget = self.check_budget(options)

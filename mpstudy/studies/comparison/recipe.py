@@ -37,18 +37,22 @@ registry's names) and meets the budget through ``Method.for_budget``:
 The grid runs in units of one (task, method, budget): the unit compresses once (deterministic
 given its seed) and then runs every recovery regime for every seed, where the seed draws the
 recovery rows and their order. Units are independent, so :func:`run_grid` can spread them over
-worker processes (one torch thread each), and each finished unit is cached on disk, so an
+any ``concurrent.futures.Executor`` (local processes, a Dask cluster, SLURM through submitit:
+:mod:`mpstudy.grid`); a unit's spec is plain data (the Fisher weights of ``fwsvd`` are a file in
+the cache, :func:`store_fisher`), each worker picks its device, and each finished unit is cached
+on disk under a lock of its own, so workers sharing the cache never compute a unit twice and an
 interrupted grid resumes where it stopped.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -56,16 +60,17 @@ import torch
 from torch import nn
 
 from ...accounting import budget_count, count_parameters
-from ...cache import default_cache_dir
+from ...cache import cache_key, default_cache_dir, tokenizer_hash, weights_hash
 from ...distill import DistillObjective, teacher_outputs
 from ...factorize.budget import BUDGET_TOLERANCE, check_keep, relative_miss
+from ...grid import check_device, load_tensor_file, run_units, tensor_file, worker_device
 from ...measure import compare_latency, count_flops, dummy_batch
 from ...methods import get_method
+from ...methods.fwsvd import FisherImportance
 from ...models import load_model
-from ...records import write_json_atomic
 from ...surgery import compress
 from ...targets import resolve_targets
-from ...tasks import load_task
+from ...tasks import load_task, task_fingerprint
 from ...train import TrainConfig, evaluate, train
 
 __all__ = [
@@ -77,6 +82,9 @@ __all__ = [
     "compress_to_budget",
     "recovery_task",
     "pareto_front",
+    "store_fisher",
+    "load_fisher",
+    "RUNTIME_FIELDS",
     "run_unit",
     "run_grid",
 ]
@@ -191,31 +199,69 @@ def _freeze_word_embeddings(model: nn.Module) -> None:
         emb.weight.requires_grad_(False)
 
 
+def store_fisher(fisher: Mapping[str, torch.Tensor], cache_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Store ``fisher`` (:func:`mpstudy.fisher.estimate_fisher`'s row importances) as a file in the cache
+    (``tensors/`` under ``cache_dir``, default ``mpstudy.cache.default_cache_dir``); returns the reference
+    ``{"path", "sha256"}`` a unit spec carries as its ``fisher`` (see :func:`mpstudy.grid.tensor_file`)."""
+    meta = {"kind": "fisher"}
+    if isinstance(fisher, FisherImportance):
+        meta |= {"examples": str(fisher.examples), "batches": str(fisher.batches),
+                 "batch_size": str(fisher.batch_size), "task": str(fisher.task)}
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return tensor_file(dict(fisher), root / "tensors", metadata=meta)
+
+
+def load_fisher(ref: Mapping[str, str]) -> FisherImportance:
+    """The row importances :func:`store_fisher` stored under the reference ``ref`` (checked against its sha256).
+
+    Raises:
+        ValueError: ``ref`` is not a reference, its file changed, or it holds something other than Fisher weights.
+    """
+    rows, meta = load_tensor_file(ref)
+    if meta.get("kind") != "fisher":
+        raise ValueError(f"{ref['path']} holds {meta.get('kind')!r} tensors, not Fisher weights "
+                         "(store them with store_fisher)")
+    return FisherImportance(rows, examples=int(meta.get("examples", 0)), batches=int(meta.get("batches", 0)),
+                            batch_size=int(meta.get("batch_size", 0)), task=meta.get("task", ""))
+
+
+#: spec fields that say where and how a unit runs, not what it computes: left out of its cache key
+RUNTIME_FIELDS = ("threads", "device", "cache_dir")
+
+
 def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
     """Compress the dense model of one task with one method at one budget; recover it every way.
 
-    ``spec`` (plain data, so a worker process can receive it): ``task`` (name), ``task_kwargs``
-    (for ``mpstudy.tasks.load_task``), ``baseline`` (path of the fine-tuned dense model),
-    ``method``, ``keep``, ``seeds``, ``train`` (:class:`mpstudy.train.TrainConfig` fields of the
-    recovery runs), ``recovery_rows``, ``alpha``, ``temperature``, ``ae_epochs``, ``fisher`` (a
-    ``{module: tensor}`` dict, fwsvd only), ``latency`` (``None`` or ``batch``, ``seq``,
-    ``repeats``), ``threads``.
+    ``spec`` is plain data, so any worker can receive it: ``task`` (name), ``task_kwargs`` (for
+    ``mpstudy.tasks.load_task``), ``baseline`` (path of the fine-tuned dense model), ``method``,
+    ``keep``, ``seeds``, ``train`` (:class:`mpstudy.train.TrainConfig` fields of the recovery runs),
+    ``recovery_rows``, ``alpha``, ``temperature``, ``ae_epochs``, ``fisher`` (fwsvd only: the
+    reference :func:`store_fisher` returns; ``None`` otherwise), ``latency`` (``None`` or ``batch``,
+    ``seq``, ``repeats``), and the :data:`RUNTIME_FIELDS`: ``threads`` (torch threads),
+    ``device`` (``"auto"``, the default: :func:`mpstudy.grid.worker_device` picks this worker's
+    GPU or the CPU; or ``"cpu"``, ``"cuda[:N]"``) and ``cache_dir`` (where the teacher's outputs
+    are cached; default ``mpstudy.cache.default_cache_dir``).
+
+    The model is compressed on the CPU (the same compressed model wherever the unit runs) and its
+    FLOPs counted there; latency, evaluation and recovery run on the device.
 
     Returns:
         ``compression`` (see :func:`compress_to_budget`), ``params`` (whole-model
         ``mpstudy.accounting.count_parameters``), ``flops`` and ``dense_flops``, ``latency``
         (``mpstudy.measure.compare_latency`` against the dense model with the unit's ``threads``,
-        recorded there, or ``None``) and ``runs``: one row per
+        recorded there, or ``None``), ``device`` (where it ran) and ``runs``: one row per
         (regime, seed) with ``score`` (the task's main metric) and all ``metrics``.
     """
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    device = worker_device(spec.get("device", "auto"))
     task = load_task(spec["task"], **spec["task_kwargs"])
     teacher, tokenizer = load_model(spec["baseline"], task=task)
     teacher.eval()
     student = copy.deepcopy(teacher)
-    compression = compress_to_budget(student, spec["method"], spec["keep"], fisher=spec.get("fisher"),
+    fisher = load_fisher(spec["fisher"]) if spec.get("fisher") is not None else None
+    compression = compress_to_budget(student, spec["method"], spec["keep"], fisher=fisher,
                                      seed=spec.get("compress_seed", 0), ae_epochs=spec.get("ae_epochs", 10))
     student.eval()
     cfg = dict(spec["train"])
@@ -223,11 +269,13 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"task": spec["task"], "method": spec["method"], "keep": spec["keep"],
                            "compression": compression, "params": count_parameters(student),
                            "dense_params": count_parameters(teacher), "flops": count_flops(student, batch),
-                           "dense_flops": count_flops(teacher, batch), "latency": None, "runs": []}
+                           "dense_flops": count_flops(teacher, batch), "latency": None, "device": device, "runs": []}
+    teacher.to(device)
+    student.to(device)
     if spec.get("latency"):
         lat = spec["latency"]
-        out["latency"] = {**compare_latency(teacher, student, dummy_batch(tokenizer, lat["batch"], lat["seq"]),
-                                            repeats=lat["repeats"], threads=spec.get("threads")),
+        timed = dummy_batch(tokenizer, lat["batch"], lat["seq"], device=device)
+        out["latency"] = {**compare_latency(teacher, student, timed, repeats=lat["repeats"], threads=spec.get("threads")),
                           "batch": lat["batch"], "seq": lat["seq"]}
     eval_kwargs = {"batch_size": cfg.get("eval_batch_size", 64), "max_length": cfg.get("max_length", 128)}
     start = time.perf_counter()
@@ -241,9 +289,10 @@ def run_unit(spec: dict[str, Any]) -> dict[str, Any]:
             _freeze_word_embeddings(model)
             objective = None
             if regime == "kd":
-                outputs = teacher_outputs(teacher, tokenizer, sub, max_length=eval_kwargs["max_length"], progress=False)
+                outputs = teacher_outputs(teacher, tokenizer, sub, max_length=eval_kwargs["max_length"],
+                                          cache_dir=spec.get("cache_dir"), progress=False)
                 objective = DistillObjective(outputs, alpha=spec["alpha"], temperature=spec["temperature"])
-            config = TrainConfig(**{**cfg, "seed": seed, "progress": False, "keep_best": False, "device": "cpu"})
+            config = TrainConfig(**{**cfg, "seed": seed, "progress": False, "keep_best": False, "device": device})
             result = train(model, tokenizer, sub, config, objective=objective)
             out["runs"].append({"regime": regime, "seed": seed, "score": result.best_metrics[task.main_metric],
                                 "metrics": result.best_metrics, "seconds": result.train_seconds,
@@ -266,69 +315,90 @@ def pareto_front(points, x: str, y: str):
     return pd.DataFrame(front)
 
 
-def _unit_key(spec: dict[str, Any]) -> str:
+def _check_spec(i: int, spec: Any) -> None:
+    """Refuse, before anything runs, a spec a worker could not receive or run."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"spec {i} must be a dict (see run_unit), got {type(spec).__name__}")
+    missing = [k for k in ("task", "task_kwargs", "baseline", "method", "keep", "seeds", "train") if k not in spec]
+    if missing:
+        raise ValueError(f"spec {i} lacks {missing}; a unit spec holds the fields run_unit lists")
     fisher = spec.get("fisher")
-    digest = None
-    if fisher is not None:
-        h = hashlib.sha256()
-        for name in sorted(fisher):
-            h.update(name.encode())
-            h.update(fisher[name].detach().cpu().contiguous().numpy().tobytes())
-        digest = h.hexdigest()[:16]
-    blob = {k: v for k, v in spec.items() if k not in ("fisher", "threads")} | {"fisher": digest}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if fisher is not None and not (isinstance(fisher, Mapping) and set(fisher) == {"path", "sha256"}):
+        raise ValueError(f"spec {i} ({spec['method']}) holds fisher as {type(fisher).__name__}; a spec carries "
+                         "only plain data: store the weights with store_fisher(fisher, cache_dir) and pass the "
+                         "reference it returns")
+    check_device(spec.get("device", "auto"))
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
+def _unit_keys(specs: list[dict[str, Any]]) -> list[str]:
+    """One :func:`mpstudy.cache.cache_key` per spec: the recipe (every field but the
+    :data:`RUNTIME_FIELDS` and the paths), the task's data (``task_fingerprint``: data files' sha256
+    and the selected rows), the dense model's weights and tokenizer (hashed, not named by path), the
+    Fisher file's sha256, the library code and the torch/transformers versions.
+
+    Each distinct task and dense model is loaded once here to be hashed.
+    """
+    tasks: dict[str, Any] = {}
+    weights: dict[tuple[str, str], dict[str, str]] = {}
+    keys = []
+    for spec in specs:
+        task_id = json.dumps([spec["task"], spec["task_kwargs"]], sort_keys=True, default=str)
+        if task_id not in tasks:
+            tasks[task_id] = load_task(spec["task"], **spec["task_kwargs"])
+        task = tasks[task_id]
+        model_id = (str(spec["baseline"]), task_id)
+        if model_id not in weights:
+            model, tokenizer = load_model(spec["baseline"], task=task)
+            weights[model_id] = {"model": weights_hash(model), "tokenizer": tokenizer_hash(tokenizer)}
+        recipe = {k: v for k, v in spec.items() if k not in (*RUNTIME_FIELDS, "baseline")}
+        recipe["task_kwargs"] = {k: v for k, v in spec["task_kwargs"].items() if k != "data_dir"}
+        recipe["fisher"] = spec["fisher"]["sha256"] if spec.get("fisher") is not None else None
+        keys.append(cache_key("comparison-unit", recipe, data=task_fingerprint(task), weights=weights[model_id]))
+    return keys
+
+
+def _describe(spec: dict[str, Any]) -> str:
+    return f"{spec['task']} {spec['method']} {spec['keep']}"
 
 
 def run_grid(specs: Iterable[dict[str, Any]], workers: int = 1, cache_dir: str | os.PathLike | None = None,
-             progress: bool = True) -> list[dict[str, Any]]:
-    """Run every unit (:func:`run_unit`), ``workers`` processes at a time; results in ``specs`` order.
+             progress: bool = True, executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Run every unit (:func:`run_unit`); results in ``specs`` order.
 
-    A finished unit is stored as ``comparison/<key>.json`` under ``cache_dir`` (default
-    ``mpstudy.cache.default_cache_dir``), the key hashing the whole spec, and read back on
-    the next call: an interrupted grid resumes, a changed spec recomputes. With ``workers > 1``
-    the units run in spawned processes (one torch thread each unless a spec sets ``threads``);
+    Args:
+        specs: unit specs (plain data, see :func:`run_unit`).
+        workers: without an ``executor``: 1 runs the units here, one after the other; more run them
+            in that many spawned local processes (:func:`mpstudy.grid.local_pool`).
+        cache_dir: the cache (default ``mpstudy.cache.default_cache_dir``), on a file system every
+            worker sees: finished units (``comparison/<key>.json``) and the teachers' outputs.
+        progress: show a progress bar.
+        executor: any ``concurrent.futures.Executor`` to run the units on instead: a Dask cluster's
+            ``distributed.Client(address).get_executor()``, ``submitit.AutoExecutor(folder)`` for
+            SLURM (see :func:`mpstudy.grid.as_executor`)... Its workers must be able to import mpstudy.
+
+    A finished unit is stored under a key covering everything that produced it (:func:`_unit_keys`)
+    and read back on the next call: an interrupted grid resumes, a changed spec, data set, dense
+    model, library or code recomputes. The worker writes the unit under a lock of its own
+    (:class:`mpstudy.grid.UnitLock`), so grids on several machines sharing the cache compute each
+    unit once. Out of this process, a unit gets one torch thread unless its spec sets ``threads``;
     each unit seeds its own randomness, so results do not depend on scheduling.
+
+    Raises:
+        ValueError: a bad ``workers``, ``workers`` together with an ``executor``, or a spec a worker
+            could not run (missing fields, in-memory Fisher weights, an unknown device), before
+            anything runs.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
-    from tqdm.auto import tqdm
-
-
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     specs = list(specs)
-    folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "comparison"
-    keys = [_unit_key(s) for s in specs]
-    results: list[dict[str, Any] | None] = [None] * len(specs)
-    todo = []
-    for i, key in enumerate(keys):
-        path = folder / f"{key}.json"
-        if path.exists():
-            results[i] = json.loads(path.read_text())
-        else:
-            todo.append(i)
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="comparison units", disable=not progress)
-
-    def done(i: int, result: dict[str, Any]) -> None:
-        result = json.loads(json.dumps(result, default=float))  # what a cached read gives back
-        write_json_atomic(folder / f"{keys[i]}.json", result)
-        results[i] = result
-        bar.update(1)
-        bar.set_postfix_str(f"{specs[i]['task']} {specs[i]['method']} {specs[i]['keep']}")
-
-    if workers == 1 or len(todo) <= 1:
-        for i in todo:
-            done(i, run_unit(specs[i]))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(1,)) as pool:
-            futures = {pool.submit(run_unit, {"threads": 1, **specs[i]}): i for i in todo}
-            for future in as_completed(futures):
-                done(futures[future], future.result())
-    bar.close()
-    return results  # type: ignore[return-value]
+    for i, spec in enumerate(specs):
+        _check_spec(i, spec)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    keys = _unit_keys(specs)
+    folder = root / "comparison"
+    # where run_units runs them: away from this process (one thread each), or here as they are
+    todo = sum(not (folder / f"{key}.json").exists() for key in keys)
+    away = executor is not None or (workers > 1 and todo > 1)
+    sent = [{**({"threads": 1} if away else {}), **spec, "cache_dir": str(root)} for spec in specs]
+    return run_units(run_unit, sent, keys, folder, executor=executor, workers=workers, progress=progress,
+                     desc="comparison units", describe=_describe)
