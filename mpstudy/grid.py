@@ -31,7 +31,7 @@ from concurrent.futures import Executor, Future, as_completed
 from pathlib import Path
 from typing import Any
 
-from .records import atomic_file, write_text_atomic
+from .records import atomic_file, pid_alive, write_text_atomic
 
 __all__ = ["UnitLock", "cached_unit", "run_units", "as_executor", "local_pool", "worker_index", "check_device",
            "worker_device", "tensor_file", "load_tensor_file", "WORKER_INDEX_ENV"]
@@ -49,18 +49,6 @@ _UNREADABLE_GRACE = 30.0
 
 
 # --------------------------------------------------------------------------- one lock per unit
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would kill it on Windows: when unsure, alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 class UnitLock:
@@ -135,7 +123,7 @@ class UnitLock:
             if holder["pid"] == os.getpid():
                 with _HELD_LOCK:
                     return holder["token"] not in _HELD
-            return not _pid_alive(int(holder["pid"]))
+            return not pid_alive(int(holder["pid"]))
         return self.stale_after is not None and time.time() - float(holder.get("since", 0)) > self.stale_after
 
     def _break(self, holder: dict[str, Any]) -> None:

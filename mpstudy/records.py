@@ -60,6 +60,13 @@ def _writer_alive(host: str, pid: int, sibling: Path) -> bool:
     if pid == os.getpid():
         with _ACTIVE_LOCK:
             return str(sibling) in _ACTIVE
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine exists (when unsure, e.g. not POSIX: yes)."""
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would kill it on Windows
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
