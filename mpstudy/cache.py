@@ -76,7 +76,7 @@ def _code_digest(path: Path) -> str:
 
 def code_version(package: str | os.PathLike | None = None) -> str:
     """A 16-hex-digit hash of the library's code: every ``*.py`` under ``package`` (default: mpstudy),
-    by relative path and syntax tree (docstrings and comments excluded, see :func:`_code_digest`)."""
+    by relative path and syntax tree (docstrings and comments excluded, see ``_code_digest``)."""
     root = Path(package).resolve() if package is not None else _PACKAGE
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):

@@ -320,7 +320,7 @@ class _JobExecutor(Executor):
 
 def as_executor(executor: Any) -> Executor:
     """``executor`` as a ``concurrent.futures.Executor``: itself if it is one; an object whose ``submit``
-    returns jobs with ``result()`` (``submitit.AutoExecutor``) wrapped (:class:`_JobExecutor`).
+    returns jobs with ``result()`` (``submitit.AutoExecutor``) wrapped (``_JobExecutor``).
 
     Raises:
         ValueError: anything else.

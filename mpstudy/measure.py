@@ -97,7 +97,7 @@ def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int = 10, 
     """Time each callable of ``calls`` round-robin: ``warmup`` untimed rounds, then ``repeats`` timed ones.
 
     Every round runs every callable once, in the order of ``calls``, so whatever else the machine
-    is doing hits neighbours alike and per-round ratios (:meth:`Timing.ratio`) cancel it.
+    is doing hits neighbours alike and per-round ratios (``Timing.ratio``) cancel it.
 
     Args:
         calls: name -> a callable taking no argument (a forward, a training step, a decomposition).
@@ -216,7 +216,7 @@ def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor], warmup: boo
     """Floating-point operations of one forward: every matrix product, attention's included.
 
     Counted by torch's ``FlopCounterMode`` (products and attention kernels; elementwise work is not
-    counted), with the CPU attention kernel added (:func:`_cpu_attention_ops`), so a model with
+    counted), with the CPU attention kernel added (``_cpu_attention_ops``), so a model with
     scaled-dot-product attention counts the same as with eager attention. With ``warmup`` (the
     default) one uncounted forward runs first: a layer that rebuilds its dense weight once and
     caches it in evaluation (MPO, the decoded layers) pays that once, not per forward, and

@@ -302,7 +302,7 @@ def pearson_spearman_batched(preds: Any, labels: Any, which: Sequence[str] = ("p
     """Pearson and/or Spearman correlations along the last axis of ``(..., N)`` float arrays.
 
     Returns ``{name: (...)}`` for each name in ``which``; Spearman is Pearson on SciPy's average ranks
-    (ties share their mean rank, as :func:`scipy.stats.spearmanr`). NaN where either side of a row
+    (ties share their mean rank, as ``scipy.stats.spearmanr``). NaN where either side of a row
     is constant, as :func:`pearson_spearman`.
     """
     unknown = sorted(set(which) - {"pearson", "spearman"})

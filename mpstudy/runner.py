@@ -31,7 +31,7 @@ __all__ = ["project_root", "study_fingerprint", "run_study", "plan_study", "Stud
            "reproduce", "execute_plan", "build_book", "notebook_parameters", "study_data", "page_profile", "page_fingerprint",
            "default_dirs", "SCRATCH", "VOLATILE_KEY", "stable_view"]
 
-#: where smoke runs go unless told otherwise: ``<SCRATCH>/studies`` (pages) and ``<SCRATCH>/results``
+#: where smoke runs go unless told otherwise — ``<SCRATCH>/studies`` (pages) and ``<SCRATCH>/results``
 #: (records, stamps). Under ``_build/``: ignored by git and by the book's sources.
 SCRATCH = Path("_build") / "smoke"
 

@@ -7,7 +7,7 @@ One question, one function:
 * Is A better than B on the same dev examples?  :func:`paired_difference` -> :class:`Difference`
   (with :func:`mcnemar`'s exact p for accuracy).
 * Does a claim hold?  :func:`band` (an interval against a threshold) -> :class:`Band` with
-  :data:`HOLDS`, :data:`FAILS` or :data:`INCONCLUSIVE`, and :func:`detectable_effect`.
+  ``HOLDS``, :data:`FAILS` or ``INCONCLUSIVE``, and :func:`detectable_effect`.
 * Did the dense baseline learn anything?  :func:`trivial_score`, :func:`baseline_learned` -> :class:`Guard`.
 * Is a speed-up real?  :func:`ratio_interval`, :func:`timing_band`.
 
@@ -19,7 +19,7 @@ How, and why:
   scores), through the batched forms in :mod:`mpstudy.metrics`. Classification resamples within each
   gold class (a stratified bootstrap: GLUE dev sets have a fixed label balance, and F1 and MCC move
   with it); correlations and BLEU resample (prediction, reference) pairs. The interval is SciPy's
-  BCa (:func:`scipy.stats.bootstrap`, every stratum a sample, vectorized over resamples): it corrects
+  BCa (``scipy.stats.bootstrap``, every stratum a sample, vectorized over resamples): it corrects
   the bias and skew of bounded metrics (F1, MCC, correlations near 1) that the plain percentile
   interval keeps, and it is second-order accurate. Where BCa is undefined (every resample gives the
   same value: identical predictions, a perfect score) the percentile interval of the same resamples
@@ -190,11 +190,10 @@ class Interval:
 class Difference(Interval):
     """A paired difference ``a - b_factor * b`` of a metric on the same dev examples, with its interval.
 
-    Attributes (besides :class:`Interval`'s):
+    Attributes, besides those of :class:`Interval`:
         mcnemar_p: McNemar's exact two-sided p for accuracy with one model on each side, else ``None``.
         b_factor: the factor on ``b`` (1: the plain difference; 0.99: "a keeps 99 % of b" holds iff > 0).
-        paired_by: what was paired: ``"examples"``, ``"seeds and examples"`` (matched seed ids) or
-            ``"examples (seeds independent)"``.
+        paired_by: what was paired (examples; seeds and examples when seed ids match; or examples with seeds independent).
     """
 
     mcnemar_p: float | None = None
@@ -373,7 +372,7 @@ def _average_ranks(codes: np.ndarray, levels: int) -> np.ndarray:
 
 def _bootstrap(scored: _Scored, statistic: Callable[[np.ndarray], np.ndarray], models: int, *, level: float,
                resamples: int, seed: int, method: str):
-    """:func:`scipy.stats.bootstrap` of ``statistic(idx)`` over the example indices, one sample per stratum."""
+    """``scipy.stats.bootstrap`` of ``statistic(idx)`` over the example indices, one sample per stratum."""
     if scored.n < 2:
         raise ValueError(f"an interval needs at least 2 dev examples, got {scored.n}")
 
@@ -649,14 +648,14 @@ def band(interval: Interval, threshold: float, direction: str = "at least", *, c
     Args:
         interval: the measured quantity's interval (a score, a difference, a speed-up).
         threshold: for ``"at least"``/``"at most"`` the bound; for ``"within"`` the tolerance (>= 0)
-            around ``center`` (the claim "|quantity - center| <= threshold", e.g. a difference within
+            around ``center`` (the claim "``|quantity - center|`` <= threshold", e.g. a difference within
             1 point of 0).
         direction: ``"at least"``, ``"at most"`` or ``"within"``.
         power: for :func:`detectable_effect`.
 
     Returns:
-        A :class:`Band`: :data:`HOLDS` if the whole interval satisfies the claim, :data:`FAILS` if the whole
-        interval violates it, :data:`INCONCLUSIVE` otherwise, and always with ``interval.seeds == 1``
+        A :class:`Band`: ``HOLDS`` if the whole interval satisfies the claim, :data:`FAILS` if the whole
+        interval violates it, ``INCONCLUSIVE`` otherwise, and always with ``interval.seeds == 1``
         (the reason keeps what the interval alone would read).
     """
     direction = _direction(direction)
@@ -755,7 +754,7 @@ def ratio_interval(timing: Any, numerator: str, denominator: str, level: float =
     """The median over rounds of ``numerator``'s time / ``denominator``'s in the same round, with its interval.
 
     ``timing``: a :class:`mpstudy.measure.Timing` (anything with ``seconds: {name: [seconds per round]}``),
-    or a sequence of them (their rounds pooled). The estimate is :meth:`Timing.ratio`'s. The interval
+    or a sequence of them (their rounds pooled). The estimate is ``Timing.ratio``'s. The interval
     is the distribution-free interval of the median from order statistics: ``[r_(j), r_(n+1-j)]`` of
     the n sorted per-round ratios, with the largest j whose exact binomial coverage
     ``1 - 2 P(Bin(n, 1/2) <= j - 1)`` is at least ``level``. Fewer rounds than that needs (6 for 95 %)

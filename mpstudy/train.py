@@ -97,7 +97,7 @@ class TrainConfig:
         precision: ``"fp32"``; ``"bf16"``: the forward (and so the backward) of training and of the
             evaluation runs under ``torch.autocast`` in bfloat16 while the weights, gradients and
             optimizer state stay float32; ``"auto"``: bf16 where the device computes it natively
-            (:func:`bf16_supported`), else fp32. Cache keys record the resolved precision.
+            (``bf16_supported``), else fp32. Cache keys record the resolved precision.
         bucket_batches: ``None``: batches are consecutive slices of a seeded shuffle (the runs from
             before this field); ``k``: length-bucketed batches -- the shuffled rows are cut into
             chunks of ``k`` batches, each chunk sorted by token length and cut into batches, and the
@@ -248,7 +248,7 @@ def bf16_supported(device: str | torch.device = "cpu") -> bool:
 
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """``"fp32"`` or ``"bf16"``: what ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``) means on ``device``.
-    ``"auto"`` is bf16 where :func:`bf16_supported`; an explicit ``"bf16"`` is honoured on any CPU
+    ``"auto"`` is bf16 where ``bf16_supported``; an explicit ``"bf16"`` is honoured on any CPU
     (emulated where not native) and refused on a GPU without bf16."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
@@ -456,7 +456,7 @@ def predict(model: nn.Module, tokenizer, task, split: str = "dev", batch_size: i
 
 
 def evaluate(model: nn.Module, tokenizer, task, split: str = "dev", **kwargs: Any) -> dict[str, float]:
-    """The task's metrics on a split (``dev`` by default). ``kwargs`` go to :func:`predict`
+    """The task's metrics on a split (``dev`` by default). ``kwargs`` go to ``predict``
     (``batch_size``, ``max_length``, ``precision``, ``bucket``...)."""
     preds, refs = predict(model, tokenizer, task, split=split, **kwargs)
     return task.compute_metrics(preds, refs)
@@ -467,7 +467,7 @@ def evaluate_loss(model: nn.Module, tokenizer, task, split: str = "dev", batch_s
                   max_length: int = 128, precision: str = "fp32", bucket: bool = True) -> float:
     """The model's own loss on a split (cross-entropy; token-level for seq2seq, padding ignored;
     MSE for regression), averaged over examples (each batch's mean weighted by its row count).
-    ``precision`` and ``bucket`` as in :func:`predict`."""
+    ``precision`` and ``bucket`` as in ``predict``."""
     examples = getattr(task, split)
     was_training = model.training
     model.eval()

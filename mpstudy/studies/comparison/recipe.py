@@ -225,7 +225,7 @@ def load_fisher(ref: Mapping[str, str]) -> FisherImportance:
                             batch_size=int(meta.get("batch_size", 0)), task=meta.get("task", ""))
 
 
-#: spec fields that say where and how a unit runs, not what it computes: left out of its cache key
+#: spec fields that say where and how a unit runs, not what it computes — left out of its cache key
 RUNTIME_FIELDS = ("threads", "device", "cache_dir")
 
 
@@ -376,7 +376,7 @@ def run_grid(specs: Iterable[dict[str, Any]], workers: int = 1, cache_dir: str |
             ``distributed.Client(address).get_executor()``, ``submitit.AutoExecutor(folder)`` for
             SLURM (see :func:`mpstudy.grid.as_executor`)... Its workers must be able to import mpstudy.
 
-    A finished unit is stored under a key covering everything that produced it (:func:`_unit_keys`)
+    A finished unit is stored under a key covering everything that produced it (``_unit_keys``)
     and read back on the next call: an interrupted grid resumes, a changed spec, data set, dense
     model, library or code recomputes. The worker writes the unit under a lock of its own
     (:class:`mpstudy.grid.UnitLock`), so grids on several machines sharing the cache compute each
