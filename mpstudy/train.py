@@ -365,6 +365,17 @@ def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel where torch has it for these parameters (float tensors on the CPU or
+    a GPU): the per-tensor loop AdamW runs by default on the CPU costs ~90 ms a step on MiniLM's 105
+    tensors at 2 threads, the fused kernel ~11 ms (a quarter of a bf16 step); the two differ only in
+    rounding (~1e-7 after 20 steps)."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # parameters on a device or of a dtype the fused kernel lacks
+        return torch.optim.AdamW(groups, lr=lr)
+
+
 def batch_plan(n: int, batch_size: int, generator: torch.Generator | None = None, lengths: list[int] | None = None,
                bucket: int | None = None) -> list[list[int]]:
     """The row indices of each batch over ``n`` rows.
@@ -585,7 +596,7 @@ def train(
     groups = param_groups if param_groups is not None else default_param_groups(model, config.weight_decay)
     if not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("nothing to train: no parameter in the optimizer groups requires grad")
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    optimizer = _adamw(groups, config.lr)
     in_model = {id(p) for p in model.parameters()}
     extra = list({id(p): p for g in groups for p in g["params"] if p.requires_grad and id(p) not in in_model}.values())
     step_module = _Step(model, objective, extra, precision, device)

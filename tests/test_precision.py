@@ -8,7 +8,6 @@ predictions as fp32 up to bf16 rounding. ``"auto"`` is bf16 exactly where the de
 import pytest
 import torch
 
-import mpstudy.train as _train_module  # noqa: F401 - the module, for monkeypatching (mpstudy.train is the function)
 from mpstudy import TrainConfig, evaluate, load_model, load_task, train
 from mpstudy.train import (
     TaskLoss,
