@@ -26,15 +26,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _write(record: dict[str, Any], path: Path) -> Path:
-    from mpstudy.records import provenance, write_json_atomic
+    from mpstudy.records import provenance, write_json_and_markdown
 
     from .perf import render_markdown
 
     markdown = render_markdown(record)  # render first: a bad record writes nothing
-    write_json_atomic(path, {**record, "provenance": provenance()})
-    tmp = path.with_name(f".{path.stem}.md.tmp")
-    tmp.write_text(markdown)
-    os.replace(tmp, path.with_suffix(".md"))
+    write_json_and_markdown(path, {**record, "provenance": provenance()}, markdown)
     print(f"wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
     return path
 

@@ -124,13 +124,10 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 
 def write(record: dict[str, Any], path: Path) -> None:
-    from mpstudy.records import provenance, write_json_atomic
+    from mpstudy.records import provenance, write_json_and_markdown
 
-    markdown = render_markdown(record)
-    write_json_atomic(path, {**record, "provenance": provenance()})
-    tmp = path.with_name(f".{path.stem}.md.tmp")
-    tmp.write_text(markdown)
-    tmp.replace(path.with_suffix(".md"))
+    markdown = render_markdown(record)  # render first: a bad record writes nothing
+    write_json_and_markdown(path, {**record, "provenance": provenance()}, markdown)
 
 
 def run_parity(out: Path, rows: int = 3000, epochs: float = 3.0, seeds: tuple[int, ...] = (0, 1, 2), lr: float = 5e-5,

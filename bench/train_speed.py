@@ -227,13 +227,10 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 
 def write(record: dict[str, Any], path: Path) -> None:
-    from mpstudy.records import provenance, write_json_atomic
+    from mpstudy.records import provenance, write_json_and_markdown
 
     markdown = render_markdown(record)  # render first: a bad record writes nothing
-    write_json_atomic(path, {**record, "provenance": provenance()})
-    tmp = path.with_name(f".{path.stem}.md.tmp")
-    tmp.write_text(markdown)
-    tmp.replace(path.with_suffix(".md"))
+    write_json_and_markdown(path, {**record, "provenance": provenance()}, markdown)
 
 
 if __name__ == "__main__":  # python bench/train_speed.py [...] is python -m bench train-speed [...]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_file", "atomic_directory", "remove_leftovers", "write_text_atomic", "write_json_atomic",
+           "write_json_and_markdown",
            "write_record", "read_records", "provenance", "file_sha256", "git_commit"]
 
 
@@ -273,6 +274,16 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON to ``path`` atomically (:func:`write_text_atomic`). The text is built before the
     file is opened, so data that cannot be serialized leaves no file behind."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_json_and_markdown(path: str | os.PathLike, record: Any, markdown: str) -> Path:
+    """A record as ``path`` (JSON) and its rendered table beside it (``path`` with ``.md``), each
+    written atomically. Render the markdown before calling, so a record that cannot be rendered
+    writes nothing."""
+    path = Path(path)
+    write_json_atomic(path, record)
+    write_text_atomic(path.with_suffix(".md"), markdown)
+    return path
 
 
 def _jsonable(obj: Any) -> Any:
