@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import cache_key, default_cache_dir, tokenizer_hash, weights_hash
+from .grid import UnitLock
 from .records import atomic_file
 from .targets import preset_for
 from .tasks import make_collate, task_fingerprint
@@ -182,13 +183,17 @@ def teacher_outputs(teacher: nn.Module, tokenizer, task, max_length: int = 128, 
     key = cache_key("teacher-outputs", {"max_length": max_length},
                     data=task_fingerprint(task), weights={"model": model_fingerprint(teacher), "tokenizer": tokenizer_hash(tokenizer)})
     path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "teachers" / f"{task.name}-{key}.pt"
-    if path.exists():
-        stored = torch.load(path, map_location="cpu")
-        return TeacherOutputs(stored["logits"], stored["cls"], key)
-    logits, cls = _compute_teacher_outputs(teacher, tokenizer, task, max_length, batch_size, progress)
-    with atomic_file(path) as tmp:  # an interrupted run leaves no half-written cache entry
-        torch.save({"logits": logits, "cls": cls}, tmp)
-    return TeacherOutputs(logits, cls, key)
+    if not path.exists():
+        # one lock per entry: workers of a grid sharing the cache (several processes or machines on one
+        # file system) compute a teacher's outputs once; the others wait and then read the file
+        with UnitLock(path):
+            if not path.exists():
+                logits, cls = _compute_teacher_outputs(teacher, tokenizer, task, max_length, batch_size, progress)
+                with atomic_file(path) as tmp:  # an interrupted run leaves no half-written cache entry
+                    torch.save({"logits": logits, "cls": cls}, tmp)
+                return TeacherOutputs(logits, cls, key)
+    stored = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: a cache file cannot run code
+    return TeacherOutputs(stored["logits"], stored["cls"], key)
 
 
 # --------------------------------------------------------------------------- the training objective

@@ -28,12 +28,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sacrebleu
 from scipy.stats import pearsonr, rankdata, spearmanr
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+# scikit-learn and sacrebleu are imported where they are used: they belong to the study's install
+# (``pip install "mpstudy[study]"``), and importing this module (``import mpstudy``) must not need them
+if TYPE_CHECKING:
+    import sacrebleu
 
 __all__ = [
     "TASK_METRICS",
@@ -160,18 +163,24 @@ def _check_class_pair(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
 def accuracy(preds: Sequence[int], labels: Sequence[int]) -> float:
     """Fraction of exact matches, in [0, 1]. ``preds``/``labels``: 1-D int class ids, length N."""
     p, y = _check_class_pair(preds, labels)
+    from sklearn.metrics import accuracy_score
+
     return float(accuracy_score(y, p))
 
 
 def f1(preds: Sequence[int], labels: Sequence[int]) -> float:
     """Binary F1 of the positive class 1, in [0, 1] (0.0 when there is no true or predicted positive)."""
     p, y = _check_class_pair(preds, labels)
+    from sklearn.metrics import f1_score
+
     return float(f1_score(y, p, pos_label=1, average="binary", zero_division=0.0))
 
 
 def matthews(preds: Sequence[int], labels: Sequence[int]) -> float:
     """Matthews correlation coefficient, in [-1, 1]; 0.0 when either side is constant (sklearn's convention)."""
     p, y = _check_class_pair(preds, labels)
+    from sklearn.metrics import matthews_corrcoef
+
     return float(matthews_corrcoef(y, p))
 
 
@@ -207,6 +216,8 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """sacrebleu corpus BLEU (0-100, default 13a tokenisation), one reference per hypothesis."""
     hyps, refs = _check_sentences(hypotheses, references)
     # sacrebleu takes a list of reference *streams*; we have exactly one stream.
+    import sacrebleu
+
     return float(sacrebleu.corpus_bleu(hyps, [refs]).score)
 
 
@@ -322,6 +333,8 @@ def pearson_spearman_batched(preds: Any, labels: Any, which: Sequence[str] = ("p
 
 def _bleu_scorer() -> sacrebleu.metrics.BLEU:
     """A sacrebleu BLEU configured as :func:`sacrebleu.corpus_bleu`'s defaults (what :func:`bleu` uses)."""
+    import sacrebleu
+
     return sacrebleu.metrics.BLEU(tokenize="13a", smooth_method="exp")
 
 

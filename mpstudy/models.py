@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .surgery import MANIFEST, load_compressed
+from .surgery import MANIFEST, TOKENIZER_FILES, TOKENIZER_SOURCE, has_tokenizer, load_compressed
 from .tasks import task_head
 
-__all__ = ["load_model", "minilm_path", "TINY_CONFIGS", "MODEL_SPECS"]
+__all__ = ["load_model", "minilm_path", "check_load_report", "check_head", "TINY_CONFIGS", "MODEL_SPECS"]
 
 #: tiny random-init configurations of each architecture the study covers (smoke profile).
 #: They reuse the packaged MiniLM WordPiece tokenizer (30,522 tokens) so they run offline.
@@ -79,6 +79,120 @@ def _tiny_model(spec: str, seq2seq: bool, num_labels: int | None, problem_type: 
     return transformers.AutoModelForSequenceClassification.from_config(config)
 
 
+def check_load_report(spec: str, model: nn.Module, report: dict[str, Any]) -> None:
+    """Refuse a ``from_pretrained`` load that left weights random or unused (its loading info, ``report``).
+
+    Allowed: a fresh task head (the weights outside the base model, ``model.base_model_prefix``,
+    and the pooler the classifier reads) when the checkpoint was saved for another class (its
+    config's ``architectures``, e.g. ``BertModel`` for MiniLM), and the unused weights of that
+    checkpoint's own head (``cls.predictions`` of a pre-training checkpoint). Anything else missing,
+    unexpected or of the wrong shape inside the base model (a compressed model written by
+    ``save_pretrained``, whose factors fit no ``nn.Linear``) raises a one-line ``ValueError`` naming them.
+    """
+    base = getattr(model, "base_model_prefix", "") or ""
+    saved_for = list(getattr(model.config, "architectures", None) or [])
+    fresh_head = type(model).__name__ not in saved_for
+
+    def in_head(key: str) -> bool:
+        inside_base = bool(base) and key.startswith(base + ".")
+        return fresh_head and (not inside_base or ".pooler." in f".{key}")
+
+    missing = sorted(k for k in report.get("missing_keys") or () if not in_head(k))
+    unexpected = sorted(k for k in report.get("unexpected_keys") or () if not in_head(k))
+    mismatched = sorted(str(k[0] if isinstance(k, (tuple, list)) else k) for k in report.get("mismatched_keys") or ())
+    errors = [e for e in report.get("error_msgs") or () if e]
+    if not (missing or unexpected or mismatched or errors):
+        return
+    parts = [f"{len(found)} {what} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+             for what, found in (("weights missing from the checkpoint, left random", missing),
+                                 ("checkpoint weights unused", unexpected),
+                                 ("weights of another shape", mismatched), ("load errors", errors)) if found]
+    raise ValueError(f"loading {spec!r} as {type(model).__name__} is not a clean load: {'; '.join(parts)}; a compressed "
+                     "model written by save_pretrained cannot be reloaded that way (save it with mpstudy.save_compressed, "
+                     "or mpstudy.merge it first)")
+
+
+#: JSON files of a model directory that are read while loading it (each is checked first, so a garbled
+#: one is named in the error instead of a bare JSONDecodeError)
+_JSON_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+               "added_tokens.json", "generation_config.json")
+
+
+def _check_model_dir(path: Path) -> None:
+    """A local model directory: it has a ``config.json`` and every JSON file it holds parses (one-line errors naming the file)."""
+    import json
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: not a saved model (expected a directory written by "
+                                "mpstudy.save_compressed or save_pretrained, or one of " + ", ".join(MODEL_SPECS[:-2]) + ")")
+    for name in _JSON_FILES:
+        file = path / name
+        if file.is_file():
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(f"{file} is not valid JSON ({' '.join(str(err).split())}): the file is corrupted") from err
+
+
+def _dir_tokenizer(path: Path):
+    """The tokenizer saved in ``path``, refused when there is none or it holds only special tokens."""
+    import transformers
+
+    if not has_tokenizer(path):
+        raise FileNotFoundError(f"{path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...): it was saved "
+                                "without one; save it again with save_compressed(model, path, tokenizer=tokenizer)")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"the tokenizer files in {path} cannot be read ({' '.join(str(err).split())[:200]})") from err
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        raise ValueError(f"the tokenizer in {path} holds only its {len(tokenizer)} special tokens (no vocabulary): every "
+                         "word would be [UNK]; save the model again with its tokenizer")
+    return tokenizer
+
+
+def _head(config, model_class: str | None) -> str:
+    """The head a checkpoint has, in words."""
+    classes = [model_class] if model_class else list(getattr(config, "architectures", None) or [])
+    if any(c.endswith("ForSequenceClassification") for c in classes):
+        n = int(getattr(config, "num_labels", 0) or 0)
+        return "a 1-output regression head" if n == 1 else f"a {n}-label classification head"
+    if getattr(config, "is_encoder_decoder", False):
+        return f"a seq2seq model ({', '.join(classes) or config.model_type})"
+    return f"no task head ({', '.join(classes) or config.model_type})"
+
+
+def check_head(spec: str, config, task, model_class: str | None = None) -> None:
+    """Refuse a checkpoint whose head does not fit ``task``, naming both (``ValueError``), before any evaluation.
+
+    ``model_class``: the class the weights were saved as (a ``save_compressed`` directory: it is
+    rebuilt as that class); ``None``: a ``save_pretrained`` checkpoint, whose ``config.architectures``
+    say what its head was. A checkpoint without a sequence-classification head (a base model, a
+    pre-training checkpoint) gets a fresh head for a classification task and passes; one with such a
+    head must have the task's label count (one output for regression). A seq2seq task needs an
+    encoder-decoder LM. ``task=None`` checks nothing.
+    """
+    if task is None:
+        return
+    name = task if isinstance(task, str) else task.name
+    kind = task_head(task)[0] if isinstance(task, str) else task.kind
+    if kind not in ("classification", "regression", "seq2seq"):  # e.g. an embedding task: no head is read
+        return
+    seq2seq, num_labels, _ = _task_head(task)
+    head = _head(config, model_class)
+    classes = [model_class] if model_class else list(getattr(config, "architectures", None) or [])
+    classifier = any(c.endswith("ForSequenceClassification") for c in classes)
+    if seq2seq:
+        if classifier or not getattr(config, "is_encoder_decoder", False):
+            raise ValueError(f"{spec} has {head}; task {name!r} is seq2seq and needs an encoder-decoder LM "
+                             "(tiny-t5, tiny-marian, t5-small...)")
+        return
+    need = "a 1-output regression head" if num_labels == 1 else f"a {num_labels}-label classification head"
+    if (model_class and not classifier) or (classifier and int(getattr(config, "num_labels", 0) or 0) != num_labels):
+        raise ValueError(f"{spec} has {head}; task {name!r} needs {need}: evaluate it on the task it was trained for, "
+                         "or start from a checkpoint without a task head")
+
+
 def load_model(spec: str | os.PathLike, task=None, seed: int = 0, device: str | torch.device = "cpu"):
     """Load a model and its tokenizer.
 
@@ -95,7 +209,14 @@ def load_model(spec: str | os.PathLike, task=None, seed: int = 0, device: str | 
         device: where to put the model.
 
     Returns:
-        ``(model, tokenizer)``, the model in eval mode.
+        ``(model, tokenizer)``, the model in eval mode. The model remembers where its tokenizer came
+        from, so ``save_compressed(model, path)`` saves it along.
+
+    Raises:
+        FileNotFoundError: a directory without ``config.json`` or without a tokenizer (one line,
+            before any weight is read).
+        ValueError: a garbled JSON file of the directory (named), a tokenizer of special tokens only,
+            or a head that does not fit ``task`` (``check_head``).
     """
     import transformers
 
@@ -104,22 +225,33 @@ def load_model(spec: str | os.PathLike, task=None, seed: int = 0, device: str | 
     spec = os.fspath(spec)
     transformers.set_seed(seed)  # before the head is created: it is initialised at construction
     verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the "newly initialized head" report is expected
+    transformers.logging.set_verbosity_error()  # the report is read by check_load_report: the fresh head is expected, the rest an error
     try:
         if spec in TINY_CONFIGS:
             model, tokenizer = _tiny_model(spec, seq2seq, num_labels, problem_type), _tokenizer_for_tiny()
         elif Path(spec, MANIFEST).exists():
-            model, tokenizer = load_compressed(spec), transformers.AutoTokenizer.from_pretrained(spec)
+            _check_model_dir(Path(spec))
+            model = load_compressed(spec)
+            check_head(spec, model.config, task, model_class=type(model).__name__)
+            tokenizer = _dir_tokenizer(Path(spec))
         else:
             source = minilm_path() if spec == "minilm" else spec
+            if Path(spec).is_file():
+                raise ValueError(f"{spec} is a file; a model is a directory (save_compressed / save_pretrained), "
+                                 f"a hub id or one of {', '.join(MODEL_SPECS[:-2])}")
+            if Path(source).is_dir():  # a local checkpoint: its files and its head are checked before loading
+                _check_model_dir(Path(source))
+                check_head(spec, transformers.AutoConfig.from_pretrained(source), task)
+            tokenizer = _dir_tokenizer(Path(source)) if Path(source).is_dir() and spec != "minilm" else None
             try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+                tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(source)
                 if seq2seq:
-                    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(source)
+                    model, report = transformers.AutoModelForSeq2SeqLM.from_pretrained(source, output_loading_info=True)
                 else:
-                    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-                        source, num_labels=num_labels, problem_type=problem_type
+                    model, report = transformers.AutoModelForSequenceClassification.from_pretrained(
+                        source, num_labels=num_labels, problem_type=problem_type, output_loading_info=True
                     )
+                check_load_report(spec, model, report)
             except OSError as err:
                 raise OSError(
                     f"could not load model {spec!r}: not a known spec ({', '.join(MODEL_SPECS)}), and loading it "
@@ -127,4 +259,7 @@ def load_model(spec: str | os.PathLike, task=None, seed: int = 0, device: str | 
                 ) from err
     finally:
         transformers.logging.set_verbosity(verbosity)
+    # where the tokenizer came from: save_compressed(model, path) saves it without being handed it
+    setattr(model, TOKENIZER_SOURCE, str(minilm_path() if spec in TINY_CONFIGS or spec == "minilm"
+                                         else Path(spec).resolve() if Path(spec).is_dir() else spec))
     return model.to(device).eval(), tokenizer

@@ -5,7 +5,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-__all__ = ["score_vs_params", "error_by_role", "speedup_vs_flops", "bond_spectra", "squeeze_trajectory", "mpo_diagram"]
+__all__ = ["score_vs_params", "error_by_role", "speedup_vs_flops", "bond_spectra", "squeeze_trajectory", "mpo_diagram",
+           "scores_with_intervals", "points_with_intervals"]
 
 
 def score_vs_params(df: pd.DataFrame, x: str = "model_params", y: str = "score", hue: str | None = "method",
@@ -128,4 +129,75 @@ def mpo_diagram(row_dims, col_dims, bond_dims, central_index: int | None = None,
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=10)
+    return ax
+
+
+def scores_with_intervals(df: pd.DataFrame, x: str, y: str = "score", low: str = "score_low", high: str = "score_high",
+                          hue: str | None = None, baseline=None, xlabel: str | None = None, ylabel: str = "dev score",
+                          title: str | None = None, ax=None):
+    """Scores with their 95 % intervals as error bars, one line per ``hue``.
+
+    ``baseline``: the dense model's score, a number (dashed line) or an object with ``estimate``,
+    ``low`` and ``high`` (:class:`mpstudy.stats.Interval`: dashed line and a shaded band).
+    """
+    ax = ax or plt.subplots(figsize=(6.4, 4))[1]
+    groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
+    for name, part in groups:
+        part = part.sort_values(x)
+        err = [part[y] - part[low], part[high] - part[y]]
+        ax.errorbar(part[x], part[y], yerr=err, marker="o", capsize=3, label=name if name is not None else y)
+    if baseline is not None:
+        est = getattr(baseline, "estimate", baseline)
+        ax.axhline(est, ls="--", c="0.4", lw=1, label="dense (fine-tuned)")
+        if hasattr(baseline, "low"):
+            ax.axhspan(baseline.low, baseline.high, color="0.4", alpha=0.12, lw=0)
+    ax.set_xlabel(xlabel or x.replace("_", " "))
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False)
+    return ax
+
+
+def points_with_intervals(df: pd.DataFrame, x: str, y: str = "score", low: str = "score_low", high: str = "score_high",
+                          hue: str = "method", xlow: str | None = None, xhigh: str | None = None, front=None,
+                          baseline=None, baseline_x: float | None = None, xlabel: str | None = None,
+                          ylabel: str = "dev score", title: str | None = None, log_x: bool = False, ax=None):
+    """One point per row, its 95 % interval as a vertical error bar (``low``/``high``) and, when ``xlow``/``xhigh``
+    are given, a horizontal one (a measured speed-up's interval); one colour and marker per ``hue``.
+
+    ``front``: rows to join with a grey line (a Pareto front, sorted by ``x``). ``baseline``: the dense
+    model's score, a number or an :class:`mpstudy.stats.Interval` (a star at ``baseline_x`` with its
+    interval, and a dashed line). Unbounded interval ends (an interval from too few rounds) are drawn
+    to the axis' edge.
+    """
+    import math
+
+    ax = ax or plt.subplots(figsize=(6.4, 4))[1]
+    markers = "osD^vPX*hp<>"
+    for i, (name, part) in enumerate(df.groupby(hue, sort=False, observed=True)):
+        yerr = [(part[y] - part[low]).clip(lower=0), (part[high] - part[y]).clip(lower=0)]
+        xerr = None
+        if xlow is not None and xhigh is not None:
+            lo = part[x] - part[xlow].where(part[xlow].map(math.isfinite), part[x])
+            hi = part[xhigh].where(part[xhigh].map(math.isfinite), part[x]) - part[x]
+            xerr = [lo.clip(lower=0), hi.clip(lower=0)]
+        ax.errorbar(part[x], part[y], yerr=yerr, xerr=xerr, fmt=markers[i % len(markers)], capsize=2, ms=5,
+                    elinewidth=0.8, label=str(name))
+    if front is not None and len(front):
+        f = front.sort_values(x)
+        ax.plot(f[x], f[y], color="0.4", lw=1, zorder=0)
+    if baseline is not None:
+        est = getattr(baseline, "estimate", baseline)
+        ax.axhline(est, ls="--", c="0.4", lw=1)
+        if baseline_x is not None:
+            err = [[est - baseline.low], [baseline.high - est]] if hasattr(baseline, "low") else None
+            ax.errorbar([baseline_x], [est], yerr=err, fmt="*", ms=12, color="k", capsize=2, label="dense")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or x.replace("_", " "))
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     return ax

@@ -168,6 +168,35 @@ def _swap_in(new: Path, target: Path) -> None:
         _remove(old)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (``/proc/self/status``);
+    elsewhere set and restored at once (``os.umask`` has no read-only form)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_modes(root: Path) -> None:
+    """Give ``root`` (and, for a directory, everything in it) the modes the user's umask gives new files
+    and folders (0644 / 0755 under umask 022), before the rename publishes it: some writers make private
+    files (safetensors writes 0600; ``tempfile`` makes 0600 files and 0700 folders) that other users of a
+    shared results or cache folder could not read. Executable files stay executable."""
+    mask = _umask()
+    for p in [root, *(root.rglob("*") if root.is_dir() else ())]:
+        if p.is_symlink():
+            continue
+        mode = p.stat().st_mode
+        want = (0o777 if p.is_dir() or mode & 0o111 else 0o666) & ~mask
+        if mode & 0o777 != want:
+            os.chmod(p, want)
+
+
 def _refuse_foreign(path: Path, marker: str | None, kind: str) -> None:
     if path.is_symlink():
         raise FileExistsError(f"{path} is a symbolic link, not {kind}; refusing to overwrite it")
@@ -219,6 +248,7 @@ def atomic_directory(path: str | os.PathLike, marker: str | None = None,
                 raise FileNotFoundError(f"the new {path.name} has no {marker}, so it would not be {kind}; "
                                         f"{path} is left as it was")
             _refuse_foreign(path, marker, kind)  # again: something may have appeared meanwhile
+            _publish_modes(tmp)
             _swap_in(tmp, path)
         finally:
             _remove(tmp)  # the half-written new directory, or (after an exchange) the old one
@@ -246,6 +276,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             if not tmp.is_file():
                 raise FileNotFoundError(f"nothing was written to {tmp.name}; {path} is left as it was")
+            _publish_modes(tmp)
             os.replace(tmp, path)
         finally:
             _remove(tmp)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from .campaign import coverage_table
 from .records import file_sha256, write_text_atomic
 
 __all__ = ["load_stamps", "run_table", "total_minutes", "recorded_files", "data_files", "render_markdown",
@@ -280,6 +281,8 @@ def render_markdown(runs_dir: str | os.PathLike = "results/runs", results_dir: s
                    "part of their time, so their wall times are longer than on an idle machine.")
         out.append("")
 
+    out += _campaign_markdown(results_dir)
+
     files = data_files(results_dir, data_dir, runs_dir)
     if files.empty:
         out.append("No study record names a data file.")
@@ -306,6 +309,27 @@ def render_markdown(runs_dir: str | os.PathLike = "results/runs", results_dir: s
                        f"checksum{'s' if n > 1 else ''} when this page was generated.")
         out.append("")
     return "\n".join(out)
+
+
+def _campaign_markdown(results_dir: str | os.PathLike) -> list[str]:
+    """The campaign's coverage: per study, units recorded of units planned, their CPU- and wall-hours
+    (summed over the units' records) and how many code versions produced them."""
+    rows = coverage_table(results_dir)
+    if not rows:
+        return ["No campaign unit is recorded yet (`results/<study>/units/`).", ""]
+    out = ["Campaign units recorded in `results/<study>/units/` (one JSON record per unit; a study's plan is "
+           "declared when its page starts):", ""]
+    table = []
+    for c in rows:
+        planned = "not declared" if c["planned"] is None else str(c["planned"])
+        table.append([f"`{c['study']}`", str(c["done"]), planned, "yes" if c["complete"] else "no",
+                      f"{c['cpu_hours']:.2f}", f"{c['wall_hours']:.2f}", str(len(c["code_versions"]))])
+    out.append(_md_table(["study", "units done", "units planned", "complete", "CPU-hours", "wall hours",
+                          "code versions"], table))
+    cpu, wall = sum(c["cpu_hours"] for c in rows), sum(c["wall_hours"] for c in rows)
+    out += ["", f"**Campaign so far: {cpu:.2f} CPU-hours, {wall:.2f} wall hours** (sums over the recorded units; "
+                "CPU-hours count this process and its waited-for workers).", ""]
+    return out
 
 
 def write_markdown(path: str | os.PathLike, text: str) -> Path:

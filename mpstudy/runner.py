@@ -10,6 +10,7 @@ default, never over the committed pages of ``book/studies/``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,17 +24,24 @@ from pathlib import Path
 from typing import Any
 
 from .cache import code_version, file_checksums, library_versions
+from .campaign import remaining_seconds
 from .parameters import check_parameters, declared_parameters
 from .profiles import READS_RECORDS, get_profile
 from .records import atomic_file, file_sha256, provenance, write_json_atomic
 
 __all__ = ["project_root", "study_fingerprint", "run_study", "plan_study", "StudyPlan", "store_smoke_outputs",
            "reproduce", "execute_plan", "build_book", "notebook_parameters", "study_data", "page_profile", "page_fingerprint",
-           "default_dirs", "SCRATCH", "VOLATILE_KEY", "stable_view"]
+           "default_dirs", "SCRATCH", "VOLATILE_KEY", "stable_view", "time_box",
+           "REPRODUCIBLE_FLOAT_ENV"]
 
 #: where smoke runs go unless told otherwise — ``<SCRATCH>/studies`` (pages) and ``<SCRATCH>/results``
 #: (records, stamps). Under ``_build/``: ignored by git and by the book's sources.
 SCRATCH = Path("_build") / "smoke"
+
+#: The environment under which smoke outputs are stored and checked, set by tests/conftest.py too, for the
+#: same floats on every x86 CPU with AVX2 -- MKL's conditional numerical reproducibility and ATen's
+#: AVX2 kernels rather than each CPU's fastest path (AVX512/AMX products differ in the last bits).
+REPRODUCIBLE_FLOAT_ENV = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 #: Keys of results records whose values legitimately differ between two runs of the same study with
 #: the same parameters on the same machine: wall-clock durations (``seconds``, ``*_seconds``, ``*_s``,
@@ -341,14 +349,23 @@ def execute_plan(plan: StudyPlan, force: bool = False, log=print) -> dict[str, A
 
         log(f"{notebook.name} [{plan.profile}]: running ({reason}) with {json.dumps(plan.params, default=str)}")
         start, since = time.perf_counter(), time.time() - 2.0
-        with atomic_file(output) as tmp:
-            # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
-            papermill.execute_notebook(str(notebook), str(tmp), parameters=plan.params, kernel_name="python3",
-                                       progress_bar=False, cwd=str(Path.cwd()), log_output=True,
-                                       stdout_file=sys.stderr, stderr_file=sys.stderr)
-            page = nbformat.read(str(tmp), as_version=4)  # the page says which run it holds
-            page.metadata["mpstudy"] = {"profile": plan.profile, "fingerprint": plan.fingerprint, "data": plan.data}
-            nbformat.write(page, str(tmp))
+        try:
+            with atomic_file(output) as tmp:
+                # The notebook's own output (progress bars of long runs) streams to this terminal's stderr.
+                papermill.execute_notebook(str(notebook), str(tmp), parameters=plan.params, kernel_name="python3",
+                                           progress_bar=False, cwd=str(Path.cwd()), log_output=True,
+                                           stdout_file=sys.stderr, stderr_file=sys.stderr)
+                page = nbformat.read(str(tmp), as_version=4)  # the page says which run it holds
+                page.metadata["mpstudy"] = {"profile": plan.profile, "fingerprint": plan.fingerprint, "data": plan.data}
+                nbformat.write(page, str(tmp))
+        except papermill.PapermillExecutionError as err:
+            if err.ename != "TimeUp":
+                raise
+            # the campaign's time box (mpstudy.campaign): finished units are recorded, the page is not replaced
+            seconds = round(time.perf_counter() - start, 1)
+            log(f"{notebook.name} [{plan.profile}]: stopped by the time box after {seconds} s ({err.evalue}); "
+                f"{output} kept as it was")
+            return {"notebook": str(notebook), "profile": plan.profile, "status": "time-up", "seconds": seconds}
         stamp = {"notebook": str(notebook), "profile": plan.profile, "parameters": plan.params,
                  "fingerprint": plan.fingerprint, "fingerprint_parts": {k: v for k, v in plan.parts.items() if k != "parameters"},
                  "output": str(output), "records": _record_checksums(results_dir, stem, since),
@@ -406,7 +423,7 @@ def store_smoke_outputs(notebook: str | os.PathLike, timeout: int = 600) -> Path
         os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
                            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
                            "TOKENIZERS_PARALLELISM": "false", "MPSTUDY_CACHE": f"{tmp}/cache",
-                           "MPSTUDY_RESULTS": f"{tmp}/results"})
+                           "MPSTUDY_RESULTS": f"{tmp}/results", **REPRODUCIBLE_FLOAT_ENV})
         try:
             NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
         finally:
@@ -419,8 +436,12 @@ def store_smoke_outputs(notebook: str | os.PathLike, timeout: int = 600) -> Path
 
 def reproduce(profile: str | None = None, notebooks_dir: str | os.PathLike = "notebooks", overrides: dict[str, Any] | None = None,
               output_dir: str | os.PathLike | None = None, results_dir: str | os.PathLike | None = None, force: bool = False,
-              replace_profile: bool = False, log=print) -> list[dict[str, Any]]:
+              replace_profile: bool = False, log=print, hours: float | None = None) -> list[dict[str, Any]]:
     """Run every study notebook (``NN_*.ipynb``, in name order); up-to-date studies are skipped.
+
+    ``hours``: a time box for the campaign (:func:`mpstudy.runner.time_box`): no unit starts after it, and a study
+    stopped by it keeps its finished unit records and its old page (status ``"time-up"``); the
+    studies after it are ``"not started"``. A later call continues from the records.
 
     Every study is planned first (:func:`plan_study`: names and types of its parameters, the page it
     would replace), so a bad parameter of the last study stops the run before the first one starts.
@@ -434,7 +455,36 @@ def reproduce(profile: str | None = None, notebooks_dir: str | os.PathLike = "no
         declared = declared_parameters(nb)
         given = {k: v for k, v in (overrides or {}).items() if k in declared}
         plans.append(plan_study(nb, profile, given, output_dir, results_dir, replace_profile))
-    return [execute_plan(plan, force=force, log=log) for plan in plans]
+    with time_box(hours):
+        stamps = []
+        for plan in plans:
+            left = remaining_seconds()
+            if left is not None and left <= 0:
+                log(f"{plan.notebook.name} [{plan.profile}]: not started, the time box is spent")
+                stamps.append({"notebook": str(plan.notebook), "profile": plan.profile, "status": "not started", "seconds": 0.0})
+                continue
+            stamps.append(execute_plan(plan, force=force, log=log))
+        return stamps
+
+
+@contextlib.contextmanager
+def time_box(hours: float | None):
+    """Within the block, ``$MPSTUDY_DEADLINE`` is now + ``hours`` (inherited by the notebooks' kernels), so
+    :func:`mpstudy.campaign.unit` starts no unit after it; ``None``: no time box (an outer one is kept)."""
+    if hours is None:
+        yield
+        return
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not hours > 0 or hours != hours:
+        raise ValueError(f"hours must be a positive number of hours, got {hours!r}")
+    before = os.environ.get("MPSTUDY_DEADLINE")
+    os.environ["MPSTUDY_DEADLINE"] = f"{time.time() + hours * 3600:.0f}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MPSTUDY_DEADLINE", None)
+        else:
+            os.environ["MPSTUDY_DEADLINE"] = before
 
 
 def build_book(root: str | os.PathLike | None = None, strict: bool = True) -> Path:

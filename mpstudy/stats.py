@@ -424,7 +424,9 @@ def _combine(groups: Sequence[np.ndarray], weights: Sequence[float], cov: np.nda
     Two measured parts of the variance:
 
     * seeds, ``S = sum_g w_g^2 s_g^2 / k_g``: the seed-to-seed variance, which holds each model's
-      own example noise too; estimated from few values, so it is charged Student's t quantile with
+      own example noise too (when the k scores are exactly equal, ``s_g^2 = 0`` says nothing and is
+      replaced by ``u_g``, a model's bootstrap variance minus its covariance with the group's other
+      models: the example noise the seeds do not share); estimated from few values, so it is charged Student's t quantile with
       ``k - 1`` degrees of freedom for one group (exact for normal seed scores, however small s^2 came
       out), Welch's degrees of freedom for two independent groups;
     * shared, ``C = sum_{g,h} w_g w_h C_gh``, ``C_gh`` the mean bootstrap covariance of *different*
@@ -440,7 +442,18 @@ def _combine(groups: Sequence[np.ndarray], weights: Sequence[float], cov: np.nda
     sizes = [len(g) for g in groups]
     starts = np.cumsum([0, *sizes])
     estimate = float(sum(w * np.mean(g) for w, g in zip(weights, groups)))
-    parts = [w * w * float(np.var(g, ddof=1)) / len(g) for w, g in zip(weights, groups)]
+    # Seeds with exactly equal scores (discrete scores on few dev rows: two seeds each losing a
+    # different row) carry no information on the spread, and s^2 = 0 would give a zero-width
+    # interval: their seed part is then the example-sampling variance each model does not share with
+    # the other seeds (its bootstrap variance minus its covariance with them), the least the spread
+    # over seeds can be.
+    parts = []
+    for g, (w, values) in enumerate(zip(weights, groups)):
+        var = float(np.var(values, ddof=1))
+        if var == 0.0:
+            block = cov[starts[g]:starts[g + 1], starts[g]:starts[g + 1]]
+            var = max(float(np.mean(np.diag(block))) - float(np.mean(block[~np.eye(sizes[g], dtype=bool)])), 0.0)
+        parts.append(w * w * var / len(values))
     shared = 0.0
     for g, wg in enumerate(weights):
         for h, wh in enumerate(weights):

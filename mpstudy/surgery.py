@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized import dynamic as nnqd
 
-from .accounting import count_parameters
+from .accounting import budget_count, count_parameters
 from .layers.base import LAYER_CLASSES, CompressedLayer
 from .layers.int8 import Int8Linear
 from .methods import get_method
@@ -27,6 +28,8 @@ __all__ = [
     "load_compressed",
     "set_submodule",
     "MANIFEST",
+    "TOKENIZER_SOURCE",
+    "has_tokenizer",
 ]
 
 MANIFEST = "mpstudy_compressed.json"
@@ -120,16 +123,30 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
             which every registered method takes but the precision methods ``bf16`` and ``int8``; a
             method with a discrete structure searches for it, see ``Method.for_budget``) or the
             method's own keywords, e.g. ``rank=64`` for ``"svd"``.
-            ``ratio=`` is a deprecated name of ``keep=`` (it warns once).
+            ``ratio=`` is a deprecated name of ``keep=`` (it warns once). A ``keep`` whose result
+            stores no fewer numbers than the targeted dense weights is refused (a ``ValueError``
+            naming the growth), for every method; ``allow_no_saving=True`` accepts it.
+
+    Targets whose weight holds NaN or inf, or is all zeros (its relative error is undefined), and
+    a ``re:`` target that is no valid regular expression are refused before anything is built.
 
     Returns:
         A ``CompressionReport``; its ``budget`` holds the keywords the method used (``keep``
         resolved, e.g. ``{"max_bond": 7}`` for ``"mpo"``) and ``keep`` the requested fraction.
     """
     spec = get_method(method)
-    budget = spec.check_budget(_budget_aliases(budget))
+    budget = _budget_aliases(budget)
+    # allow_no_saving=True accepts a result that stores no fewer numbers than the dense weights, for every
+    # method (the svd family also reads it per matrix); without it such a result is refused below
+    allow_no_saving = bool(budget.get("allow_no_saving", False))
+    if "allow_no_saving" not in spec.budget_keys:
+        budget.pop("allow_no_saving", None)
+    budget = spec.check_budget(budget)
     keep = budget.get("keep")
-    chosen = resolve_targets(model, targets, module_types=spec.dense_types)
+    try:
+        chosen = resolve_targets(model, targets, module_types=spec.dense_types)
+    except re.error as err:  # a bad re:<regex>: the regex module's message names no option
+        raise ValueError(f"targets {targets!r} is not a valid regular expression ({err})") from err
     # an ``apply`` method may edit a target in place (bf16 casts it, int8 swaps a factorized layer's inner
     # Linears): the weights the report's errors compare against are copied before it runs
     originals: dict[str, torch.Tensor] = {}
@@ -139,6 +156,9 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
         if not finite.all():
             raise ValueError(f"{t.name}.weight has {int((~finite).sum())} NaN or inf entries (of {finite.numel()}); "
                              "compression needs finite weights")
+        if not weight.any():  # its relative error would be 0/0 (NaN in the report), magnitude pruning has no order
+            raise ValueError(f"{t.name}.weight is all zeros ({weight.numel()} entries): nothing to compress and no "
+                             "relative error to report; leave it out of targets")
         if spec.apply is not None:
             originals[t.name] = weight.detach().clone()
     budget = spec.resolve_keep(chosen, budget)
@@ -152,6 +172,8 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
         replacements = {}
         for group in group_targets(chosen, spec.grouping):
             replacements.update(spec.compress_group(group, budget))
+        if keep is not None and not allow_no_saving:
+            _refuse_growth(method, keep, chosen, replacements)
 
     records = []
     for t in chosen:
@@ -188,6 +210,22 @@ def compress(model: nn.Module, method: str, targets: str | list[str] = "all-line
     )
 
 
+def _refuse_growth(method: str, keep: float, chosen: list, replacements: dict[str, nn.Module]) -> None:
+    """Refuse replacements asked for as a kept fraction ``keep`` that store at least as many numbers as the
+    dense weights they replace (counted as budgets count, :func:`mpstudy.accounting.budget_count`: biases
+    out, shared factors once). A structure given as a count (``rank``, ``ranks``, ``max_bond``, ``k``) is
+    the caller's: the exact decompositions the tests and MPOP (Gao et al., 2022: its MPOs may store more
+    than the matrices, only their small auxiliary tensors train) build are larger on purpose, and the
+    report says what they store; ``mpstudy compress``, asked to make a model smaller, refuses them too.
+    """
+    before = budget_count(nn.ModuleList([t.module for t in chosen]))
+    after = budget_count(nn.ModuleList(list(replacements.values())))
+    if after >= before:
+        raise ValueError(f"{method} at keep={keep} stores {after:,} numbers for the {before:,} targeted weights "
+                         f"({after / before:.3g}x): it saves nothing (a keep below {min(1.0, before / after * keep):.3g} "
+                         "would); pass allow_no_saving=True to accept it")
+
+
 def _compressed_modules(model: nn.Module) -> dict[str, CompressedLayer]:
     """Outermost compressed layers of ``model`` by name."""
     found: dict[str, CompressedLayer] = {}
@@ -197,13 +235,48 @@ def _compressed_modules(model: nn.Module) -> dict[str, CompressedLayer]:
     return found
 
 
+#: the attribute ``load_model`` and ``load_compressed`` set on a model: where its tokenizer loads from
+#: (a string, so ``copy.deepcopy`` and pickling carry it); ``save_compressed`` saves that tokenizer when
+#: it is given none
+TOKENIZER_SOURCE = "mpstudy_tokenizer_source"
+#: files of which at least one makes a directory hold a tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "source.spm", "tokenizer.model")
+
+
+def has_tokenizer(path: str | os.PathLike) -> bool:
+    """Whether directory ``path`` holds tokenizer files (``tokenizer.json``, ``vocab.txt``, ``spiece.model``...)."""
+    return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _default_tokenizer(model: nn.Module):
+    """The tokenizer the model was loaded with (see :data:`TOKENIZER_SOURCE`); ``None``, with a warning, when
+    it has none (a model built by hand): its directory is then refused by ``load_model``, never read with a
+    vocabulary-less tokenizer."""
+    source = getattr(model, TOKENIZER_SOURCE, None)
+    if not source:
+        warnings.warn("save_compressed: no tokenizer given and none known for this model, so none is saved; "
+                      "load_model will refuse the directory (pass tokenizer=, or tokenizer=False to silence this)",
+                      UserWarning, stacklevel=3)
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"could not reload the model's tokenizer from {source} ({_first_line(err)}); pass tokenizer=") from err
+
+
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
     """Write a compressed model to directory ``path``; ``load_compressed(path)`` rebuilds it exactly.
 
     The directory holds the Hugging Face ``config.json``, ``mpstudy_compressed.json`` (the model
     class; for each replaced module, its layer class and constructor arguments; the structure
     pruning left; the int8 layers' shapes and schemes; the floating-point dtype of the weights),
-    the weights as ``model.safetensors`` and, if given, the tokenizer. An int8 layer
+    the weights as ``model.safetensors`` and the tokenizer: ``tokenizer`` if given, else the one the
+    model was loaded with (``load_model`` / ``load_compressed`` record where it came from);
+    ``tokenizer=False`` saves the weights alone, as does a model with neither (with a warning):
+    ``load_model`` refuses such a directory, ``load_compressed`` reads it. An int8 layer
     (:class:`~mpstudy.layers.int8.Int8Linear`) is written as plain tensors (its int8 weight,
     float32 scales, int32 zero points and float32 bias), which safetensors holds, and packed again
     on load; a bfloat16 model stays bfloat16. It is written through
@@ -216,6 +289,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     path = Path(path)
     if not hasattr(getattr(model, "config", None), "save_pretrained"):
         raise TypeError(f"save_compressed needs a Hugging Face model (with a .config), got {type(model).__name__}")
+    tokenizer = None if tokenizer is False else tokenizer if tokenizer is not None else _default_tokenizer(model)
     manifest = {
         "format": MANIFEST_FORMAT,
         "model_class": type(model).__name__,
@@ -228,6 +302,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     }
     with atomic_directory(path, marker=MANIFEST, kind="a saved mpstudy model") as tmp:
         model.config.save_pretrained(tmp)
+        _guard_plain_loading(tmp / "config.json")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         save_model(model, str(tmp / "model.safetensors"))
         if tokenizer is not None:
@@ -235,9 +310,46 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
     return path
 
 
+#: what a saved model's ``config.json`` gives as ``transformers_weights``, the file transformers'
+#: ``from_pretrained`` is to load the weights from: a name that is not a ``.safetensors`` file, which
+#: transformers (5.x) refuses quoting it, so plain loading fails with this text instead of silently
+#: building random compressed layers (``tests/test_export.py`` checks it on the installed transformers)
+PLAIN_LOAD_GUARD = ("a model saved by mpstudy.save_compressed: transformers cannot load it, use "
+                    "mpstudy.load_compressed(path), or mpstudy.merge for a plain checkpoint")
+
+
+def _guard_plain_loading(config_file: Path) -> None:
+    """Add :data:`PLAIN_LOAD_GUARD` to a written ``config.json`` (``save_pretrained`` drops the key on save)."""
+    config = json.loads(config_file.read_text())
+    config["transformers_weights"] = PLAIN_LOAD_GUARD
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _hub_snapshot(spec: str | os.PathLike) -> Path:
+    """``spec`` itself when it is an existing directory; otherwise a Hugging Face hub id (``org/name``)
+    fetched by ``huggingface_hub.snapshot_download`` (from the local cache only when offline:
+    ``HF_HUB_OFFLINE=1``), returning the snapshot's directory. Anything else is returned as given."""
+    path = Path(spec)
+    text = os.fspath(spec)
+    if path.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or text.startswith((".", "/")):
+        return path
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        return Path(snapshot_download(text, local_files_only=offline))
+    except (LocalEntryNotFoundError, HFValidationError, OSError) as err:
+        where = f"offline, and not in the hub cache {constants.HF_HUB_CACHE}" if offline else _first_line(err)
+        raise FileNotFoundError(f"{text!r} is neither a local directory nor a hub repository that could be fetched "
+                                f"({where})") from err
+
+
 def load_compressed(path: str | os.PathLike) -> nn.Module:
     """Rebuild a model written by ``save_compressed``, in eval mode.
 
+    ``path``: the directory, or a Hugging Face hub id (``org/name``) of a repository holding one,
+    fetched through ``huggingface_hub`` (from the local cache only, when ``HF_HUB_OFFLINE=1``).
     A directory that is incomplete, corrupted (unreadable manifest or weights, NaN or inf values)
     or inconsistent (weights that do not fit the manifest's layers) raises a one-line
     ``ValueError`` (``FileNotFoundError`` for a missing file) naming the file.
@@ -245,7 +357,7 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     import transformers
     from safetensors.torch import load_model
 
-    path = Path(path)
+    path = _hub_snapshot(path)
     weights = path / "model.safetensors"
     if not (path / MANIFEST).is_file():
         raise FileNotFoundError(f"{path} is not a saved mpstudy model: {MANIFEST} is missing")
@@ -264,6 +376,8 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         config = transformers.AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path / 'config.json'} is corrupted ({_first_line(err)})") from err
+    if hasattr(config, "transformers_weights"):  # the guard against plain loading (see _guard_plain_loading)
+        delattr(config, "transformers_weights")
     model_cls = getattr(transformers, str(model_class), None)
     if model_cls is None:
         raise ValueError(f"transformers has no model class {model_class!r} (saved in {path / MANIFEST})")
@@ -293,6 +407,8 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     if bad:
         raise ValueError(f"{weights} holds NaN or inf values in {len(bad)} tensor(s), e.g. {bad[0]}; the saved model is corrupted")
+    if has_tokenizer(path):  # a later save_compressed(model, ...) saves this tokenizer again
+        setattr(model, TOKENIZER_SOURCE, str(path.resolve()))
     return model.eval()
 
 

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 import dataclasses
@@ -38,6 +39,7 @@ __all__ = [
     "DATA_ENV_VAR",
     "DataDirError",
     "DataFormatError",
+    "EMBEDDING_TASKS",
     "HubUnavailableError",
     "TASK_NAMES",
     "Task",
@@ -95,7 +97,7 @@ class Task:
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
         """All metrics of this task as plain floats; see :func:`mpstudy.metrics.compute_metrics`."""
-        return compute_metrics(self.name, predictions, references)
+        return compute_metrics(EMBEDDING_TASKS.get(self.name, self.name), predictions, references)
 
     @property
     def is_seq2seq(self) -> bool:
@@ -138,6 +140,10 @@ _SPECS: dict[str, _Spec] = {
 }
 
 _SYNTHETIC_KINDS = {"synthetic-cls": ("classification", 2), "synthetic-seq2seq": ("seq2seq", 0)}
+
+#: embedding tasks (kind ``"embedding"``: frozen sentence embeddings scored by cosine similarity, no head,
+#: no training; :mod:`mpstudy.embeddings` evaluates them) -> the task whose pairs and gold scores they read
+EMBEDDING_TASKS: dict[str, str] = {"stsb-embed": "stsb"}
 
 # GLUE NLI labels as in the Hugging Face glue datasets: entailment = 0, not_entailment = 1.
 _NLI_LABELS = {"entailment": 0, "not_entailment": 1}
@@ -277,6 +283,22 @@ def _missing_files_error(name: str, data_dir: Path) -> DataDirError | None:
         f"Pass data_dir=... or set {DATA_ENV_VAR} to a folder in the standard GLUE layout "
         "(see data/README.md), or leave both unset to download from the Hugging Face Hub."
     )
+
+
+def _outside_links(paths: list[Path], data_dir: Path) -> dict[str, str]:
+    """``{file: where it leads}`` for each of ``paths`` that is a symbolic link out of ``data_dir``, each
+    announced with a warning: a data file is read and hashed into the run's fingerprint by its place in
+    the data dir, so one that leads elsewhere is followed (linking a split in is a way to reuse a file)
+    but never silently; ``task.source["links"]`` records it."""
+    root = Path(data_dir).resolve()
+    links = {}
+    for path in paths:
+        real = path.resolve()
+        if not real.is_relative_to(root):
+            warnings.warn(f"{path} is a symbolic link out of the data dir {root}, to {real}; reading it", UserWarning,
+                          stacklevel=4)
+            links[str(path.relative_to(data_dir))] = str(real)
+    return links
 
 
 def _load_local(name: str, data_dir: Path) -> tuple[list[Example], list[Example], dict[str, str]]:
@@ -472,6 +494,8 @@ def _resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
 
 def task_head(name: str) -> tuple[str, int]:
     """``(kind, num_labels)`` of a task known by name, without reading any data."""
+    if isinstance(name, str) and name.strip().lower() in EMBEDDING_TASKS:
+        return "embedding", 0
     key = canonical_task_name(name)
     if key in _SYNTHETIC_KINDS:
         return _SYNTHETIC_KINDS[key]
@@ -499,6 +523,8 @@ def load_task(
     missing files (:class:`~mpstudy.tasks.HubUnavailableError` when the Hub cannot be reached) and
     :class:`~mpstudy.tasks.DataFormatError` for malformed files.
     """
+    if isinstance(name, str) and name.strip().lower() in EMBEDDING_TASKS:
+        return _embedding_task(name.strip().lower(), data_dir, max_eval, seed)
     key = canonical_task_name(name)
     _check_max(max_train, "max_train")
     _check_max(max_eval, "max_eval")
@@ -516,6 +542,9 @@ def load_task(
         if root is not None:
             train, dev, hashes = _load_local(key, root)
             source = {"kind": "local", "data_dir": str(root), "files": hashes}
+            links = _outside_links([root / rel for rel in expected_files(key)], root)
+            if links:  # only then: the provenance of an ordinary data dir stays as it was
+                source["links"] = links
         else:
             train, dev, hub_info = _load_hub(key)
             source = {"kind": "hub", **hub_info}
@@ -533,6 +562,13 @@ def load_task(
         main_metric=TASK_METRICS[key].main,
         source=source,
     )
+
+
+def _embedding_task(name: str, data_dir: str | os.PathLike | None, max_eval: int | None, seed: int) -> Task:
+    """An embedding task: the dev pairs and gold scores of the task it reads (``EMBEDDING_TASKS``), no training rows."""
+    base = load_task(EMBEDDING_TASKS[name], data_dir=data_dir, max_train=1, max_eval=max_eval, seed=seed)
+    return Task(name=name, kind="embedding", num_labels=0, train=[], dev=base.dev, main_metric=base.main_metric,
+                source={**base.source, "max_train": None, "embedding_of": base.name})
 
 
 # --------------------------------------------------------------------------- parallel CSV (seq2seq)
@@ -849,6 +885,7 @@ def load_test_split(task, data_dir: str | os.PathLike | None = None, max_rows: i
         for path in (src, tgt):
             if not path.is_file():
                 raise FileNotFoundError(f"Multi30K test file {path} is missing (expected multi30k/test_2016_flickr.en/.de)")
+        _outside_links([src, tgt], Path(root))
         rows = parse_parallel(src, decode_lines(src, src.read_bytes()), tgt, decode_lines(tgt, tgt.read_bytes()))
     else:
         import datasets

@@ -18,6 +18,14 @@ for key, value in {
     "MPSTUDY_RESULTS": os.path.join(_TMP, "results"),
 }.items():
     os.environ.setdefault(key, value)
+# The same floating-point results on any x86 CPU with AVX2 (the stored smoke outputs nbval compares
+# were computed this way, see mpstudy.runner.REPRODUCIBLE_FLOAT_ENV): MKL's conditional numerical
+# reproducibility and ATen's AVX2 kernels, instead of the fastest code path of each CPU (an AVX512/AMX
+# machine's matrix products differ in the last bits, and a training run amplifies that).
+# Set before torch is imported (MKL reads it once); checked against the library's copy below.
+_FLOAT_ENV = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+for key, value in _FLOAT_ENV.items():
+    os.environ.setdefault(key, value)
 # The smoke notebooks must behave as in CI, with no data dir: keep a user's MPSTUDY_DATA away
 # from them, but let the real-data tests (tests/test_tasks.py) find it as MPSTUDY_TEST_DATA.
 if "MPSTUDY_DATA" in os.environ:
@@ -26,6 +34,10 @@ if "MPSTUDY_DATA" in os.environ:
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+from mpstudy.runner import REPRODUCIBLE_FLOAT_ENV  # noqa: E402
+
+assert REPRODUCIBLE_FLOAT_ENV == _FLOAT_ENV, "tests/conftest.py and mpstudy.runner disagree on the float environment"
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ LEVELS: list[set[str]] = [
     {"layers"},  # nn.Modules holding factors
     {"targets", "prune"},  # naming modules in a model; pruning operations (layers too: T5 heads)
     {"methods"},  # the registry
-    {"surgery", "accounting"},  # compress / save / load; counting
+    {"surgery", "accounting", "export"},  # compress / save / load / merge; counting
     {"tasks", "models", "prune_io"},  # data, loading models
-    {"train", "distill", "measure", "fisher", "lora", "baselines", "stats", "grid"},  # the loop and around it
-    {"runner", "reproducibility"},  # running studies
+    {"train", "distill", "measure", "fisher", "lora", "baselines", "stats", "grid", "embeddings", "translation"},  # the loop and around it
+    {"runner", "reproducibility", "campaign"},  # running studies; the campaign's unit records
     {"studies"},  # one package per paper
     {"cli", "__init__", "__main__"},  # entry points
 ]

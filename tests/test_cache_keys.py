@@ -143,3 +143,40 @@ def test_teacher_outputs_cache_misses_on_each_change(task, tmp_path, monkeypatch
             apply(m)
             assert_miss(teacher_outputs(teacher, tok, task, **kwargs), what)
     assert len(list((tmp_path / "teachers").glob("*.pt"))) == len(keys)
+
+
+def test_teacher_outputs_wait_for_another_worker_and_compute_once(task, tmp_path, monkeypatch):
+    """Workers sharing a cache compute a teacher's outputs once: while another live process holds the
+    entry's lock, teacher_outputs waits, then reads the file that process wrote (no second computation)."""
+    import json as _json
+    import subprocess
+    import sys
+    import threading
+
+    import mpstudy.distill as distill
+    from mpstudy.grid import _HOST
+
+    teacher, tok = load_model("tiny-bert", task=task, seed=0)
+    kwargs = dict(max_length=16, batch_size=16, cache_dir=tmp_path, progress=False)
+    expected = teacher_outputs(teacher, tok, task, **kwargs)  # computes and stores the entry
+    entry = next((tmp_path / "teachers").glob("*.pt"))
+    stored = entry.read_bytes()
+    entry.unlink()
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # a live holder's pid
+    try:
+        lock = entry.with_name(entry.name + ".lock")
+        lock.write_text(_json.dumps({"host": _HOST, "pid": other.pid, "token": "other", "since": 0}))
+        calls = []
+        monkeypatch.setattr(distill, "_compute_teacher_outputs", lambda *a, **k: calls.append(1))
+
+        def the_other_worker_finishes():
+            entry.write_bytes(stored)
+            lock.unlink()
+
+        threading.Timer(0.6, the_other_worker_finishes).start()
+        got = teacher_outputs(teacher, tok, task, **kwargs)
+    finally:
+        other.kill()
+    assert calls == [], "computed the outputs although another worker held the entry's lock"
+    assert got.key == expected.key and torch.equal(got.logits, expected.logits)

@@ -3,10 +3,13 @@ by hand), every registered method meets a kept fraction through ``Method.for_bud
 search against brute force, the FALCON allocation's predicted error against the compressed weights,
 FALCON and structured pruning through ``compress`` against the direct path, structured pruning
 against masking, bad input, and the grid: its cache (keyed on everything that produced a unit), Fisher
-weights as files, and the same records from a local process pool and from a Dask cluster."""
+weights as files, the precision methods alone and composed, the unit records (campaign units keyed on
+their spec), the same records from a local process pool and from a Dask cluster, and the tables computed
+from records (intervals, paired differences, ranking, deployment pick) against hand-made oracles."""
 import copy
 import itertools
 import json
+import shutil
 
 import pytest
 import torch
@@ -28,7 +31,7 @@ from mpstudy.methods.mpo import mpo_bond_for_budget
 from mpstudy.prune import (mask_heads, prunable_modules, prune_ffn_neurons, prune_heads_and_neurons,
                            select_heads_to_prune)
 from mpstudy.studies.comparison import (COMPARED, COMPARED_METHODS, compress_to_budget, encoder_linear_names,
-                                        load_fisher, pareto_front, recovery_task, run_grid, store_fisher)
+                                        grid_specs, load_fisher, pareto_front, recovery_task, run_grid, store_fisher)
 from mpstudy.targets import resolve_targets, set_submodule
 from mpstudy.tasks import load_task
 
@@ -339,36 +342,78 @@ def test_recovery_task_draws_seeded_subsets():
     assert recovery_task(task, None, 0) is task
 
 
-def _spec(path, **kw):
-    spec = {"task": "synthetic-cls", "task_kwargs": {"max_train": 64, "max_eval": 16, "seed": 0}, "baseline": str(path),
-            "method": "svd", "keep": 0.5, "seeds": [0], "recovery_rows": 16, "alpha": 0.5, "temperature": 2.0,
-            "ae_epochs": 1, "train": {"lr": 1e-3, "epochs": 1, "batch_size": 8, "max_length": 32}, "fisher": None,
-            "latency": None}
-    return spec | kw
+# --------------------------------------------------------------------------- the grid of campaign units
+
+#: a dense block small enough to train in a second (one seed, 64 rows, one epoch)
+TINY_DENSE = {"model_name": "tiny-bert", "seeds": [0], "precision": "fp32", "max_train": 64, "max_eval": 16,
+              "tasks": {"synthetic-cls": {"lr": 3e-3, "epochs": 1, "batch_size": 32, "max_length": 32}}}
 
 
-def test_grid_runs_caches_and_resumes(bert, tmp_path, monkeypatch):
-    model, tok = bert
-    path = tmp_path / "dense"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    specs = [_spec(path), _spec(path, method="heads")]
-    first = run_grid(specs, cache_dir=tmp_path, progress=False)
-    assert [u["method"] for u in first] == ["svd", "heads"]
-    for unit in first:
-        assert [r["regime"] for r in unit["runs"]] == ["none", "finetune", "kd"]
-        assert all(0 <= r["score"] <= 1 for r in unit["runs"])
-    assert len(list((tmp_path / "comparison").glob("*.json"))) == 2
+@pytest.fixture(scope="module")
+def dense_home(tmp_path_factory):
+    """The tiny dense baseline, recorded (results/) and cached (cache/) once for the module."""
+    from mpstudy.studies.dense import dense_baseline
+
+    root = tmp_path_factory.mktemp("dense")
+    base = dense_baseline("synthetic-cls", 0, profile="smoke", results_dir=root / "results", cache_dir=root / "cache",
+                          block=TINY_DENSE, resamples=50)
+    return root, base
+
+
+def _home(dense_home, where):
+    """A results and a cache folder under ``where`` holding the dense unit and model (as a campaign would)."""
+    root, _ = dense_home
+    for sub in ("results", "cache"):
+        shutil.copytree(root / sub, where / sub)
+    return where / "results", where / "cache"
+
+
+def _specs(dense_home, methods, precisions=(), **kw):
+    options = {"profile": "smoke", "block": TINY_DENSE, "regimes": ["finetune", "kd"], "precisions": list(precisions),
+               "train": {"lr": 1e-3, "epochs": 1, "batch_size": 8}, "recovery_rows": 16, "ae_epochs": 1,
+               "fisher": {"examples": 16, "batch_size": 8}} | kw
+    return grid_specs({"synthetic-cls": {0: dense_home[1]}}, methods, [0.5], **options)
+
+
+def test_grid_records_every_run_and_resumes(dense_home, tmp_path, monkeypatch):
+    """Units become campaign records with dev predictions: the methods as compressed and recovered, the
+    precision methods alone and composed (int8 refused after MPO, recorded as not applicable), counted in
+    bytes as ``count_bytes`` counts the same models built here; a second grid reads the records."""
+    from mpstudy.accounting import count_bytes
+    from mpstudy.studies.comparison.recipe import _with_precision
+
+    results, cache = _home(dense_home, tmp_path)
+    specs = _specs(dense_home, ["svd", "mpo"], precisions=["bf16", "int8"], recover=["svd"])
+    assert [s["name"] for s in specs] == ["smoke-synthetic-cls-precision-seed0", "smoke-synthetic-cls-svd-keep0.5-seed0",
+                                          "smoke-synthetic-cls-mpo-keep0.5-seed0"]
+    first = run_grid(specs, cache_dir=cache, results_dir=results, progress=False)
+    precision, svd, mpo = (r["result"] for r in first)
+    assert [(r["method"], r["regime"]) for r in svd["runs"]] == [
+        (m, regime) for regime in ("none", "finetune", "kd") for m in ("svd", "svd+bf16", "svd+int8")]
+    assert [(r["method"], r["regime"]) for r in mpo["runs"]] == [("mpo", "none"), ("mpo+bf16", "none")]
+    assert list(mpo["not_applicable"]) == ["mpo+int8"] and "MPOLinear" in mpo["not_applicable"]["mpo+int8"]
+    refs = dense_home[1].record["result"]["references"]
+    for run in svd["runs"] + mpo["runs"] + precision["runs"]:
+        assert len(run["predictions"]) == len(refs)  # every run's dev predictions, in row order
+        assert run["score"] == pytest.approx(sum(p == y for p, y in zip(run["predictions"], refs)) / len(refs))
+    model, _ = dense_home[1].model()
+    by = {r["method"]: r for r in precision["runs"]}
+    assert by["bf16"]["bytes"] * 2 == precision["dense_bytes"] == count_bytes(model)["total"]
+    assert by["int8"]["bytes"] == count_bytes(_with_precision(model, "int8"))["total"] < precision["dense_bytes"]
+    assert by["bf16"]["stored"] == by["int8"]["stored"] == precision["dense_params"]["stored"]
+    names = sorted(p.name for p in (results / "06_comparison" / "units").glob("*.json"))
+    assert names == sorted(f"{s['name']}.json" for s in specs)
 
     import mpstudy.studies.comparison.recipe as compare
 
     def fail(spec):
-        raise AssertionError("a cached unit ran again")
+        raise AssertionError("a recorded unit ran again")
 
     monkeypatch.setattr(compare, "run_unit", fail)
-    assert run_grid(specs, cache_dir=tmp_path, progress=False) == first
-    with pytest.raises(AssertionError, match="ran again"):  # a changed spec is a new unit
-        run_grid([_spec(path, keep=0.75)], cache_dir=tmp_path, progress=False)
+    assert run_grid(specs, cache_dir=cache, results_dir=results, progress=False) == first
+    changed = _specs(dense_home, ["svd"], regimes=["kd"])  # another recipe under the same name: recomputed
+    with pytest.raises(AssertionError, match="ran again"):
+        run_grid(changed, cache_dir=cache, results_dir=results, progress=False)
 
 
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])
@@ -377,28 +422,25 @@ def test_grid_rejects_bad_workers(workers, tmp_path):
         run_grid([], workers=workers, cache_dir=tmp_path)
 
 
-@pytest.fixture
-def dense_dir(bert, tmp_path):
-    model, tok = bert
-    path = tmp_path / "dense"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def test_grid_refuses_specs_a_worker_cannot_run(bert, dense_dir, tmp_path):
+def test_grid_refuses_specs_a_worker_cannot_run(bert, dense_home, tmp_path):
+    spec = _specs(dense_home, ["svd"])[0]
     with pytest.raises(ValueError, match="spec 1 \\(fwsvd\\) holds fisher as FisherImportance; .*store_fisher"):
-        run_grid([_spec(dense_dir), _spec(dense_dir, method="fwsvd", fisher=_fisher(bert[0]))], cache_dir=tmp_path)
+        run_grid([spec, spec | {"method": "fwsvd", "name": "x", "fisher": _fisher(bert[0])}], cache_dir=tmp_path,
+                 results_dir=tmp_path)
     with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"):
-        run_grid([_spec(dense_dir, device="gpu")], cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="spec 0 lacks \\['seeds'\\]"):
-        run_grid([{k: v for k, v in _spec(dense_dir).items() if k != "seeds"}], cache_dir=tmp_path)
+        run_grid([spec | {"device": "gpu"}], cache_dir=tmp_path, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="spec 0 lacks \\['regimes'\\]"):
+        run_grid([{k: v for k, v in spec.items() if k != "regimes"}], cache_dir=tmp_path, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="unit names repeat: \\['smoke-synthetic-cls-svd-keep0.5-seed0'\\]"):
+        run_grid([spec, spec], cache_dir=tmp_path, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown methods \\['pca'\\]"):
+        _specs(dense_home, ["pca"])
     with pytest.raises(ValueError, match="workers=2 or an executor, not both"):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:
-            run_grid([_spec(dense_dir)], workers=2, executor=pool, cache_dir=tmp_path)
-    assert not (tmp_path / "comparison").exists()  # refused before anything ran
+            run_grid([spec], workers=2, executor=pool, cache_dir=tmp_path, results_dir=tmp_path)
+    assert not (tmp_path / "comparison").exists() and not (tmp_path / "06_comparison").exists()  # refused first
 
 
 def test_fisher_file_round_trip(bert, tmp_path):
@@ -415,45 +457,33 @@ def test_fisher_file_round_trip(bert, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
 
 
-def test_unit_key_covers_what_produced_the_unit(bert, dense_dir, tmp_path, monkeypatch):
-    """A changed recipe, data, dense weights, Fisher weights, library code or torch/transformers
-    version is a miss; where and how the unit runs, and the paths it reads from, are not."""
+def test_record_spec_and_key_cover_what_produced_the_unit(dense_home, monkeypatch):
+    """A changed recipe, dense model (its unit's spec key, its weights), Fisher settings, library code or
+    torch/transformers version is another unit (or cache entry); where and how the unit runs, and the
+    paths it reads from, are not."""
     import mpstudy.cache
     import mpstudy.studies.comparison.recipe as compare
 
     monkeypatch.setattr(mpstudy.cache, "code_version", lambda *a: "code as it is")  # others may edit the tree meanwhile
-    fisher = store_fisher(_fisher(bert[0]), tmp_path)
-    spec = _spec(dense_dir, method="fwsvd", fisher=fisher)
-    key = compare._unit_keys([spec])[0]
-    same = [spec | {"threads": 1, "device": "cpu", "cache_dir": "/elsewhere"},
-            spec | {"task_kwargs": spec["task_kwargs"] | {"data_dir": "/other/copy/of/the/data"}}]
-    assert compare._unit_keys(same) == [key] * 2
-    moved = tmp_path / "moved"
-    dense_dir.rename(moved)
-    assert compare._unit_keys([spec | {"baseline": str(moved)}]) == [key]
-    moved.rename(dense_dir)
-    other_fisher = _fisher(bert[0])
-    other_fisher.rows = {n: v * 2 for n, v in other_fisher.rows.items()}
-    misses = {"spec": spec | {"keep": 0.4}, "fisher": spec | {"fisher": store_fisher(other_fisher, tmp_path)}}
+    spec = _specs(dense_home, ["fwsvd"])[0]
+    key, rec = compare._unit_keys([spec])[0], compare.record_spec(spec)
+    same = [spec | {"threads": 1, "device": "cpu", "cache_dir": "/elsewhere", "results_dir": "/there"},
+            spec | {"dense": spec["dense"] | {"data_dir": "/other/copy/of/the/data"}}]
+    assert compare._unit_keys(same) == [key] * 2 and all(compare.record_spec(s) == rec for s in same)
+    misses = {"keep": spec | {"keep": 0.4}, "fisher": spec | {"fisher": {"examples": 8, "batch_size": 8}},
+              "weights": spec | {"dense": spec["dense"] | {"weights": "0" * 16}},
+              "dense unit": spec | {"dense": spec["dense"] | {"spec_key": "1" * 16}},
+              "regimes": spec | {"regimes": ["kd"]}, "precisions": spec | {"precisions": ["int8"]}}
     for what, changed in misses.items():
-        assert compare._unit_keys([changed])[0] != key, what
-    with monkeypatch.context() as m:
-        m.setattr(compare, "task_fingerprint", lambda task: "other data")
-        assert compare._unit_keys([spec])[0] != key, "data"
+        assert compare._unit_keys([changed])[0] != key and compare.record_spec(changed) != rec, what
     versions = {"torch": "0.0", "transformers": "0.0"}
     for name, changed in (("code_version", "code edited"), ("library_versions", versions)):
         with monkeypatch.context() as m:
             m.setattr(mpstudy.cache, name, lambda *a, _v=changed: _v)
-            assert compare._unit_keys([spec])[0] != key, name
-    model, tok = bert
-    other = copy.deepcopy(model)
-    with torch.no_grad():
-        other.classifier.weight.add_(1e-3)
-    other.save_pretrained(dense_dir)  # other weights at the same path
-    assert compare._unit_keys([spec])[0] != key, "weights"
+            assert compare._unit_keys([spec])[0] != key, name  # the grid's cache copy; the record states its version
 
 
-_TIMINGS = ("seconds", "latency")
+_TIMINGS = ("seconds", "latency", "train_seconds", "wall_seconds", "cpu_seconds", "provenance", "compress_s")
 
 
 def _without_timings(x):
@@ -465,9 +495,9 @@ def _without_timings(x):
     return "nan" if isinstance(x, float) and x != x else x
 
 
-def test_grid_on_dask_equals_the_process_pool(bert, dense_dir, tmp_path):
-    """The smoke grid (tiny-bert, synthetic-cls, two units: fwsvd with its Fisher weights as a file,
-    and head pruning) gives the same units here, in a local process pool and on a Dask
+def test_grid_on_dask_equals_the_process_pool(dense_home, tmp_path):
+    """The smoke grid (tiny-bert, synthetic-cls, two units: fwsvd with its Fisher weights estimated on the
+    worker, and head pruning) gives the same records here, in a local process pool and on a Dask
     ``LocalCluster`` of two worker processes, through ``Client.get_executor()``."""
     from concurrent.futures import Executor
 
@@ -475,10 +505,10 @@ def test_grid_on_dask_equals_the_process_pool(bert, dense_dir, tmp_path):
 
     from mpstudy.grid import worker_index
 
-    specs = [_spec(dense_dir, method="fwsvd", fisher=store_fisher(_fisher(bert[0]), tmp_path / "shared")),
-             _spec(dense_dir, method="heads")]
-    here = run_grid(specs, cache_dir=tmp_path / "here", progress=False)
-    pool = run_grid(specs, workers=2, cache_dir=tmp_path / "pool", progress=False)
+    specs = _specs(dense_home, ["fwsvd", "heads"])
+    where = {run: _home(dense_home, tmp_path / run) for run in ("here", "pool", "dask")}
+    here = run_grid(specs, cache_dir=where["here"][1], results_dir=where["here"][0], progress=False)
+    pool = run_grid(specs, workers=2, cache_dir=where["pool"][1], results_dir=where["pool"][0], progress=False)
 
     class Counting(Executor):
         """The Dask executor, counting the units it is given (so the test fails if none went there)."""
@@ -493,20 +523,87 @@ def test_grid_on_dask_equals_the_process_pool(bert, dense_dir, tmp_path):
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         executor = Counting(client.get_executor())
-        dask = run_grid(specs, executor=executor, cache_dir=tmp_path / "dask", progress=False)
+        dask = run_grid(specs, executor=executor, cache_dir=where["dask"][1], results_dir=where["dask"][0],
+                        progress=False)
         workers = set(client.run(lambda: __import__("os").getpid()).values())
         # each worker knows its slot, in a task as a unit runs (the GPU it takes, if there are several)
         slots = sorted(client.submit(worker_index, workers=[address], pure=False).result()
                        for address in client.scheduler_info()["workers"])
     assert executor.submitted == 2
-    assert [u["method"] for u in dask] == ["fwsvd", "heads"] and all(u["device"] == "cpu" for u in dask)
+    assert [u["result"]["method"] for u in dask] == ["fwsvd", "heads"]
+    assert all(u["result"]["device"] == "cpu" for u in dask)
     assert _without_timings(dask) == _without_timings(pool) == _without_timings(here)
     assert len(workers) == 2 and slots == [0, 1]
-    for run, units in (("dask", dask), ("pool", pool)):  # each worker wrote its unit into the cache
-        written = [json.loads(p.read_text()) for p in (tmp_path / run / "comparison").glob("*.json")]
-        assert _without_timings(sorted(written, key=lambda u: u["method"])) == _without_timings(units)
-    assert not list((tmp_path / "dask" / "comparison").glob("*.lock"))  # every unit's lock released
-    assert list((tmp_path / "dask" / "teachers").glob("*.pt"))  # the teacher's outputs went to the grid's cache
+    for run, units in (("dask", dask), ("pool", pool)):  # each worker wrote its unit's record (and the cache copy)
+        results, cache = where[run]
+        written = [json.loads(p.read_text()) for p in (results / "06_comparison" / "units").glob("*.json")]
+        assert _without_timings(sorted(written, key=lambda u: u["result"]["method"])) == _without_timings(units)
+        assert len(list((cache / "comparison").glob("*.json"))) == 2
+        assert not list((cache / "comparison").glob("*.lock"))  # every unit's lock released
+    assert list((where["dask"][1] / "teachers").glob("*.pt"))  # the teacher's outputs went to the grid's cache
+
+
+# --------------------------------------------------------------------------- tables from records
+
+
+def _unit(task, method, keep, seed, runs, latency=None):
+    """A unit result as run_unit records it, with only what the tables read."""
+    return {"task": task, "method": method, "keep": keep, "seed": seed, "dense_bytes": 1000, "latency": latency,
+            "not_applicable": {}, "compression": None,
+            "runs": [{"method": m, "regime": r, "seed": seed, "score": float("nan"), "predictions": p,
+                      "stored": 10, "bytes": b} for m, r, p, b in runs]}
+
+
+def test_tables_against_hand_computed_oracles():
+    """Scores and paired differences over two seeds against the stats functions called by hand; the
+    one-point verdict by the interval; the deployment speed-up as the median of per-round ratios; the
+    pick is the fastest variant whose verdict holds (a faster one that loses more than a point is passed
+    over); ranking counts ties with the best by the paired interval."""
+    import random
+
+    from mpstudy.stats import HOLDS, paired_difference, ratio_interval, score_interval
+    from mpstudy.studies.comparison import best_deployment, cell_table, deployment_table, ranking_table
+    from mpstudy.studies.comparison.tables import _Rounds
+
+    T = "synthetic-cls"
+    rng = random.Random(0)
+    refs = [rng.randrange(2) for _ in range(400)]
+
+    def noisy(flip):
+        return [y if rng.random() > flip else 1 - y for y in refs]
+
+    dense = {s: {"result": {"references": refs, "predictions": noisy(0.10)}} for s in (0, 1)}
+    same = {s: list(dense[s]["result"]["predictions"]) for s in (0, 1)}  # identical to dense: loses nothing
+    worse = {s: noisy(0.40) for s in (0, 1)}  # far below dense
+    rounds = {"dense": [1.0] * 9, "svd+int8": [0.5, 0.5, 0.4, 0.5, 0.6, 0.5, 0.45, 0.5, 0.55],
+              "heads+int8": [0.2] * 9, "svd": [0.8] * 9, "heads": [0.3] * 9}
+    records = []
+    for s in (0, 1):
+        records.append(_unit(T, "svd", 0.5, s, [("svd", "none", same[s], 900), ("svd+int8", "none", same[s], 300)],
+                             {"seconds": rounds, "median_ms": {k: 1e3 * sorted(v)[4] for k, v in rounds.items()}}
+                             if s == 0 else None))
+        records.append(_unit(T, "heads", 0.5, s, [("heads", "none", worse[s], 500), ("heads+int8", "none", worse[s], 200)]))
+    cells = cell_table(records, {T: dense}, resamples=300)
+    row = cells.set_index("method").loc["heads"]
+    score = score_interval(T, worse, refs, resamples=300)
+    diff = paired_difference(T, worse, {s: dense[s]["result"]["predictions"] for s in (0, 1)}, refs,
+                             resamples=300)
+    assert row.score == pytest.approx(score.estimate) and row.vs_dense == pytest.approx(diff.estimate)
+    assert row.vs_dense_high < -0.01 and row.within_1pt == "does not hold here" and row.seeds == 2
+    svd = cells.set_index("method").loc["svd"]
+    assert svd.vs_dense == 0 and svd.within_1pt == HOLDS
+    deploy = deployment_table(records, cells, T, regime="kd")  # no kd rows: every variant as compressed
+    picked = best_deployment(deploy)
+    assert picked["method"] == "svd+int8"  # heads+int8 is 5x faster but loses ~30 points
+    expected = ratio_interval(_Rounds(rounds), "dense", "svd+int8")
+    assert picked["speedup"] == pytest.approx(2.0) == pytest.approx(expected.estimate)
+    assert (picked["speedup_interval"].low, picked["speedup_interval"].high) == pytest.approx((expected.low, expected.high))
+    assert list(deploy.method[:2]) == ["heads+int8", "heads"]  # fastest first
+    assert deploy.set_index("method").bytes_ratio["svd+int8"] == pytest.approx(0.3)
+    ranking = ranking_table(records, cells, {T: dense}, methods=["svd", "heads"], resamples=300)
+    by = ranking.set_index("method")
+    assert (by.mean_rank["svd"], by.best_in_cells["svd"], by.tied_with_best["svd"]) == (1, 1, 1)
+    assert (by.mean_rank["heads"], by.tied_with_best["heads"]) == (2, 0)
 
 
 def test_pareto_front_against_brute_force():

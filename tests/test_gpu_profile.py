@@ -106,7 +106,7 @@ def test_shrunk_keeps_the_gpu_code_paths():
     assert small["sweep_keeps"] == [0.6] and shrunk(params, seeds=2, budgets=2)["sweep_keeps"] == [0.4, 0.6]
     assert shrunk(get_profile("gpu", "04_offline"))["finetune_cells"] == [
         ["word_embeddings", 3, "separated"], ["key", 3, "concatenated"], ["ffn_out", 3, "concatenated"]]
-    assert shrunk(get_profile("gpu", "01_mpop"))["model_name"] == "tiny-albert"
+    assert shrunk(get_profile("gpu", "01_mpop"))["dense"]["model_name"] == "tiny-albert"  # MPOP's own dense block: ALBERT
     assert shrunk(get_profile("gpu", "05_composability"))["s2s_model_name"] == "tiny-t5"
     assert shrunk(get_profile("gpu", "02_lobert"), budgets=2)["sweep"]["ffn_svd"] == [{"ranks": 13}, {"ranks": 4}]
     with pytest.raises(ValueError, match="no tiny counterpart for model 'roberta-large'"):

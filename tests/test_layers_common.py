@@ -290,6 +290,15 @@ def test_forward_and_backward_under_bf16_autocast(row):
                     low = layer(x)
             error = float((low.float() - exact).norm() / exact.norm())
             assert error <= BF16_RTOL, f"{row.id} (training={training}): relative error {error:.2e} > {BF16_RTOL:.2e}"
+        # evaluation under autocast first, then in fp32: a weight cached in the first call stays fp32
+        layer.train()
+        layer.eval()
+        with torch.no_grad():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                layer(x)
+            after = layer(x)
+        assert after.dtype == exact.dtype and torch.allclose(after, exact, rtol=1e-5, atol=1e-6), \
+            f"{row.id}: an fp32 forward after a bf16 one differs (a bf16 cache left behind)"
     params = list({id(p): p for layer in layers for p in layer.parameters() if p.requires_grad}.values())
     for layer in layers:
         layer.train()

@@ -27,6 +27,7 @@ from mpstudy.studies.svd_distillation import claims as svd
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDS, FAILS, UNTESTABLE = "holds", "does not hold here", "not testable at this scale"
+INCONCLUSIVE = "inconclusive"
 
 
 def _meta(profile="cpu", model="minilm", task="sst2", max_train=2000, seeds=(0, 1, 2), **extra):
@@ -38,14 +39,38 @@ def _meta(profile="cpu", model="minilm", task="sst2", max_train=2000, seeds=(0, 
 # (each returns the study's typed record, built from the dict its notebook would write)
 
 
-def _mpop(light_trainable=90, light=(0.70, 0.72), full=(0.70, 0.71), dense=(0.80, 0.80), accepted=(True, False), **meta):
-    runs = [{"variant": "dense", "seed": s, "score": v, "stored": 1000, "trainable": 1000} for s, v in enumerate(dense)]
-    runs += [{"variant": "MPO lightweight", "seed": s, "score": v, "stored": 900, "trainable": light_trainable}
-             for s, v in enumerate(light)]
-    runs += [{"variant": "MPO full", "seed": s, "score": v, "stored": 900, "trainable": 900} for s, v in enumerate(full)]
-    squeeze = [{"cut": 0, "stored": 900, "accepted": True}, {"cut": 1, "stored": 880, "accepted": accepted[0]},
-               {"cut": 2, "stored": 860, "accepted": accepted[1]}]
-    return MpopRecord.from_dict({**_meta(seeds=range(len(light)), **meta), "runs": runs, "squeeze": squeeze})
+#: dev rows of the synthetic MPOP records; a model of accuracy a is right on the first round(a * N) of them, so two
+#: models differ only where their counts differ and a paired interval is as narrow as the data allows
+_MPOP_DEV = 1000
+
+
+def _mpop_preds(accuracy):
+    refs = [i % 2 for i in range(_MPOP_DEV)]
+    right = round(accuracy * _MPOP_DEV)
+    return [r if i < right else 1 - r for i, r in enumerate(refs)]
+
+
+def _mpop(light_trainable=90, light=(0.71, 0.72, 0.71), full=(0.70, 0.71, 0.70), dense=(0.80, 0.80, 0.80),
+          accepted=(True, False), squeezed=None, predictions=True, **meta):
+    """``squeezed``: the dev accuracy of each seed's lightweight model after squeezing (default: its own
+    score + 0.5 point); ``predictions=False`` builds a record as written before the campaign."""
+    def runs_of(variant, scores, stored, trainable):
+        return [{"variant": variant, "seed": s, "score": v, "stored": stored, "trainable": trainable,
+                 **({"predictions": _mpop_preds(v)} if predictions else {})} for s, v in enumerate(scores)]
+
+    runs = runs_of("dense", dense, 1000, 1000) + runs_of("MPO lightweight", light, 900, light_trainable)
+    runs += runs_of("MPO full", full, 900, 900)
+    trajectory = [{"cut": 0, "stored": 900, "accepted": True}, {"cut": 1, "stored": 880, "accepted": accepted[0]},
+                  {"cut": 2, "stored": 860, "accepted": accepted[1]}]
+    n_accepted = 2 if all(accepted) else 1 if accepted[0] else 0  # the loop stops at the first refused cut
+    end = (900, 880, 860)[n_accepted]
+    after = squeezed if squeezed is not None else tuple(v + 0.005 for v in light)
+    extra = {}
+    if predictions:
+        extra = {"references": _mpop_preds(1.0), "squeezed": [
+            {"seed": s, "start_stored": 900, "stored": end, "accepted": n_accepted, "tried": 2, "start_predictions": _mpop_preds(v), "predictions": _mpop_preds(a)} for s, (v, a) in enumerate(zip(light, after))]}
+    squeeze = [{**row, "seed": s} for s in range(len(light) if predictions else 1) for row in trajectory]
+    return MpopRecord.from_dict({**_meta(seeds=range(len(light)), **meta), "runs": runs, "squeeze": squeeze, **extra})
 
 
 def _lobert(kept=0.5, modes=None, dense=(0.80, 0.80), kd=None, **meta):
@@ -148,17 +173,24 @@ CASES = [
     # MPOP
     ("mpop 9 % trained", mpop.fewer_trained, _mpop(light_trainable=90), HOLDS),
     ("mpop 20 % trained", mpop.fewer_trained, _mpop(light_trainable=200), FAILS),
-    ("mpop light ~ full", mpop.light_matches_full, _mpop(light=(0.70, 0.72), full=(0.70, 0.71)), HOLDS),
-    ("mpop light << full", mpop.light_matches_full, _mpop(light=(0.60, 0.62), full=(0.70, 0.71)), FAILS),
-    ("mpop light one seed", mpop.light_matches_full, _mpop(light=(0.70,), full=(0.60,), dense=(0.8,)), UNTESTABLE),
+    ("mpop light ~ full", mpop.light_matches_full, _mpop(light=(0.71, 0.72, 0.71), full=(0.70, 0.71, 0.70)), HOLDS),
+    ("mpop light << full", mpop.light_matches_full, _mpop(light=(0.60, 0.61, 0.62), full=(0.70, 0.71, 0.72)), FAILS),
+    ("mpop light ~ full, seeds disagree", mpop.light_matches_full,
+     _mpop(light=(0.69, 0.72, 0.70), full=(0.70, 0.70, 0.70)), INCONCLUSIVE),
+    ("mpop light one seed", mpop.light_matches_full, _mpop(light=(0.70,), full=(0.60,), dense=(0.8,)), INCONCLUSIVE),
+    ("mpop light, no predictions", mpop.light_matches_full, _mpop(predictions=False), UNTESTABLE),
     ("mpop squeeze cut", mpop.squeeze_removes, _mpop(accepted=(True, False)), HOLDS),
     ("mpop squeeze refused", mpop.squeeze_removes, _mpop(accepted=(False, False)), FAILS),
-    ("mpop on par", mpop.on_par_with_dense, _mpop(light=(0.795, 0.80), dense=(0.80, 0.80)), HOLDS),
-    ("mpop below dense", mpop.on_par_with_dense, _mpop(light=(0.78, 0.78), dense=(0.80, 0.80)), FAILS),
-    ("mpop albert 93", mpop.albert_numbers, _mpop(light=(0.925, 0.93), **ALBERT), HOLDS),
-    ("mpop albert 88", mpop.albert_numbers, _mpop(light=(0.88, 0.88), **ALBERT), FAILS),
-    ("mpop minilm albert", mpop.albert_numbers, _mpop(light=(0.93, 0.93)), UNTESTABLE),
-    ("mpop albert subset", mpop.albert_numbers, _mpop(light=(0.93, 0.93), model="albert-base-v2"), UNTESTABLE),
+    ("mpop squeeze costly", mpop.squeeze_removes, _mpop(accepted=(True, True), squeezed=(0.60, 0.61, 0.60)), FAILS),
+    ("mpop squeeze, no predictions", mpop.squeeze_removes, _mpop(predictions=False), UNTESTABLE),
+    ("mpop on par", mpop.on_par_with_dense, _mpop(light=(0.798, 0.798, 0.798), dense=(0.80, 0.80, 0.80)), HOLDS),
+    ("mpop below dense", mpop.on_par_with_dense, _mpop(light=(0.77, 0.77, 0.77), dense=(0.80, 0.80, 0.80)), FAILS),
+    ("mpop on par, no predictions", mpop.on_par_with_dense, _mpop(predictions=False), UNTESTABLE),
+    ("mpop albert 93", mpop.albert_numbers, _mpop(light=(0.95, 0.95, 0.95), **ALBERT), HOLDS),
+    ("mpop albert 88", mpop.albert_numbers, _mpop(light=(0.88, 0.88, 0.88), **ALBERT), FAILS),
+    ("mpop albert one seed", mpop.albert_numbers, _mpop(light=(0.95,), full=(0.9,), dense=(0.9,), **ALBERT), INCONCLUSIVE),
+    ("mpop minilm albert", mpop.albert_numbers, _mpop(light=(0.93, 0.93, 0.93)), UNTESTABLE),
+    ("mpop albert subset", mpop.albert_numbers, _mpop(light=(0.93, 0.93, 0.93), model="albert-base-v2"), UNTESTABLE),
     # LoBERT
     ("lobert 50 %", lobert.half_kept, _lobert(kept=0.5), HOLDS),
     ("lobert 30 %", lobert.half_kept, _lobert(kept=0.3), FAILS),

@@ -63,8 +63,9 @@ def test_parse_text_by_declared_type(kind, text, expected):
 
 
 def test_check_parameters_is_one_line_naming_notebook_parameter_value_and_type():
+    mpop = declared_parameters(ROOT / "notebooks" / "01_mpop.ipynb")
+    assert check_parameters("01_mpop.ipynb", mpop, {"lr": "2e-5"})["lr"] == 2e-5
     declared = declared_parameters(ROOT / "notebooks" / "00_offline_svd.ipynb")
-    assert check_parameters("00_offline_svd.ipynb", declared, {"lr": "2e-5"})["lr"] == 2e-5
     with pytest.raises(ValueError, match=r"^00_offline_svd.ipynb: parameter keeps must be of type list\[float\], "
                                          r"got \[0.5, 'half'\] \(list\)$"):
         check_parameters("00_offline_svd.ipynb", declared, {"keeps": [0.5, "half"]})

@@ -440,3 +440,16 @@ def test_bad_inputs_are_refused():
         stats.paired_difference("sst2", [0, 1], [0, 1], [0, 1], b_factor=math.inf)
     constant = stats.score_interval("stsb", [1.0, 1.0, 1.0], [0.0, 1.0, 2.0])  # undefined, not made up
     assert math.isnan(constant.estimate) and stats.band(constant, 0.0).verdict == INCONCLUSIVE
+
+
+def test_seeds_with_equal_scores_on_different_rows_do_not_give_a_zero_width_difference():
+    """Three seeds that each lose a *different* dev row to the baseline: the per-seed differences are
+    equal (s^2 = 0), yet the examples they differ on are not shared, so the interval is not a point."""
+    y = np.array([0, 1] * 32)
+    base = {s: y.copy() for s in range(3)}
+    runs = {s: y.copy() for s in range(3)}
+    for s in range(3):
+        runs[s][s] = 1 - y[s]
+    diff = stats.paired_difference("sst2", runs, base, y, resamples=500)
+    assert diff.estimate == pytest.approx(-1 / 64) and diff.seeds == 3
+    assert diff.low < diff.estimate < diff.high and diff.high - diff.low > 0.01

@@ -181,7 +181,9 @@ class GroupMemberLayer(CompressedLayer):
             return self.decode()
         key = tuple((id(p), p._version, p.device, p.dtype) for p in params)
         if self._cache is None or self._cache_key != key:
-            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
+            # a normal tensor, usable outside inference mode, decoded in the factors' own dtype even under
+            # autocast (a bf16 cache would outlive the autocast region and break a later fp32 forward)
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(params[0].device.type, enabled=False):
                 self._cache = self.decode()
             self._cache_key = key
         return self._cache

@@ -97,7 +97,9 @@ class MPOLayerMixin(CompressedLayer):
             self._cache = None
             return self.to_dense()
         if self._cache is None:
-            with torch.no_grad():
+            # contracted in the cores' own dtype even under autocast: a bf16 cache would outlive the
+            # autocast region and break a later fp32 forward
+            with torch.no_grad(), torch.autocast(self.cores[0].device.type, enabled=False):
                 self._cache = self.to_dense()
         return self._cache
 

@@ -5,7 +5,8 @@ stacked across layers as ``(L, rows, cols)`` and fitted in the ``"rows"`` layout
 diag(d_lj) P_j`` with ``P_j`` shared by the type (:func:`mpstudy.factorize.falcon.falcon_fit`,
 closed form). The number of products ``k`` is chosen per type: ``k=`` gives it (one integer, or
 ``{type: k}``), ``keep=`` searches for the allocation with the least total squared error among
-those storing within 5 % of ``keep`` of the weights (:func:`falcon_allocation`). LoBERT's own
+those storing within 5 % of ``keep`` of the weights (:func:`falcon_allocation`); with neither, ``k = 1``
+(:data:`DEFAULT_K`, LoBERT's FALCON budget). LoBERT's own
 per-layer and Q/K/V-only variants are the ``lobert-self_falcon*`` methods.
 """
 from __future__ import annotations
@@ -23,10 +24,12 @@ from ..layers.stacked import falcon_group
 from ..targets import Target
 from .registry import Method, check_keep, register_method
 
-__all__ = ["falcon_allocation", "falcon_type", "LAYOUT"]
+__all__ = ["falcon_allocation", "falcon_type", "LAYOUT", "DEFAULT_K"]
 
 #: the layout of every stack this method fits
 LAYOUT = "rows"
+#: products per slice when no budget is given (LoBERT's FALCON modes use k = 1)
+DEFAULT_K = 1
 
 
 def falcon_type(t: Target) -> str:
@@ -110,8 +113,8 @@ def _search(targets: list[Target], keep: float, budget: dict[str, Any]) -> dict[
 
 def _compress_group(group: list[Target], budget: dict[str, Any]) -> dict[str, nn.Module]:
     k = budget.get("k")
-    if k is None:
-        raise ValueError("method 'falcon' needs keep= (a kept fraction) or k= (products per slice: an int or {type: k})")
+    if k is None:  # no budget: LoBERT's own FALCON default, one product per slice (a fraction the user cannot guess)
+        k = DEFAULT_K
     out: dict[str, nn.Module] = {}
     for key, members in _stacks(group).items():
         kk = k.get(key) if isinstance(k, Mapping) else k

@@ -5,9 +5,12 @@ This module imports no study package: each ``studies/<paper>/claims.py`` imports
 :mod:`mpstudy.studies.ledger` gathers those claims, so the import graph stays a tree
 (``ledger -> <paper>.claims -> verdicts``).
 
-Verdicts: ``holds``, ``does not hold here``, ``not testable at this scale`` (the record exists but
-cannot speak to the claim, e.g. too few seeds, or the claim is about a model or data set the
-record's profile does not use) and ``not run`` (no record of that study yet).
+Verdicts: ``holds``, ``does not hold here``, ``inconclusive`` (the measured quantity's 95 % interval
+reaches both sides of the claim's threshold, or rests on one seed: :func:`mpstudy.stats.band`),
+``not testable at this scale`` (the record exists but cannot speak to the claim, e.g. the claim is
+about a model or data set the record's profile does not use) and ``not run`` (no record of that
+study yet). A rule that has an interval decides through :func:`from_band`, so "holds" and "does not
+hold" always mean the whole interval is on one side of the threshold.
 """
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HOLDS", "FAILS", "UNTESTABLE", "NOT_RUN", "VERDICTS", "PROFILE_ORDER", "COMPARABLE", "MINIMAL_LOSS",
-           "BEATS", "Finding", "Claim", "judge", "mean", "pts"]
+__all__ = ["HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE", "NOT_RUN", "VERDICTS", "PROFILE_ORDER", "COMPARABLE",
+           "MINIMAL_LOSS", "BEATS", "Finding", "Claim", "judge", "from_band", "mean", "pts"]
 
 HOLDS = "holds"
 FAILS = "does not hold here"
+INCONCLUSIVE = "inconclusive"
 UNTESTABLE = "not testable at this scale"
 NOT_RUN = "not run"
-VERDICTS = (HOLDS, FAILS, UNTESTABLE, NOT_RUN)
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE, NOT_RUN)
 PROFILE_ORDER = ("smoke", "cpu", "gpu")  #: from least to most telling
 
 #: thresholds shared by several rules (dev-score points are fractions — 0.01 = 1 point)
@@ -41,6 +45,10 @@ class Finding:
     measured: str
     rule: str
     scale: str = ""
+    #: the measured quantity's interval as ``[low, high]`` and the smallest effect the study could have
+    #: detected (:func:`mpstudy.stats.detectable_effect`), when the rule decided by an interval
+    interval: tuple[float, float] | None = None
+    detectable: float | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -81,11 +89,19 @@ def judge(check: Callable[..., Finding], records: Sequence[Any], **options: Any)
     if not records:
         raise ValueError("judge needs at least one record; the ledger says 'not run' for a study without records")
     finding = check(list(records), **options)
-    if records[-1].profile == "smoke" and finding.verdict in (HOLDS, FAILS):
+    if records[-1].profile == "smoke" and finding.verdict in (HOLDS, FAILS, INCONCLUSIVE):
         return Finding(UNTESTABLE, f"{finding.measured} (would read: {finding.verdict})",
                        "smoke profile: tiny random-init models on synthetic data test the code, not the claim; run "
-                       f"the cpu or gpu profile. The rule: {finding.rule}", finding.scale)
+                       f"the cpu or gpu profile. The rule: {finding.rule}", finding.scale, finding.interval,
+                       finding.detectable)
     return finding
+
+
+def from_band(band: Any, measured: str, rule: str, scale: str = "") -> Finding:
+    """The finding of a rule that judged its claim by an interval (:func:`mpstudy.stats.band`): the
+    band's verdict, ``measured`` followed by the band's reason, the interval and the detectable effect."""
+    return Finding(band.verdict, f"{measured}; {band.reason}", rule, scale,
+                   (float(band.interval.low), float(band.interval.high)), float(band.detectable))
 
 
 def mean(values: Sequence[float]) -> float:

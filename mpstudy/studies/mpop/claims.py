@@ -2,11 +2,16 @@
 
 Each rule reads the last of the typed records it is given (:class:`~mpstudy.studies.mpop.record.MpopRecord`) and the
 variant constants of :mod:`~mpstudy.studies.mpop.record`; the thresholds are written in the rule, next to its claim.
+The quality claims decide by intervals (:func:`mpstudy.stats.band` through :func:`~mpstudy.studies.verdicts.from_band`):
+paired differences on the record's dev predictions, seed by seed, so "holds" means the whole 95 % interval
+is on the claim's side, one seed is always inconclusive, and a record without predictions (written before
+the campaign) is "not testable". The share of trained parameters is a count and stays one.
 """
 from __future__ import annotations
 
-import statistics
+from typing import Any
 
+from ...stats import band, paired_difference, score_interval
 from ..verdicts import (
     COMPARABLE,
     FAILS,
@@ -15,18 +20,34 @@ from ..verdicts import (
     UNTESTABLE,
     Claim,
     Finding,
+    from_band,
     mean,
     pts,
 )
 from .record import DENSE, MPO_FULL, MPO_LIGHTWEIGHT, MPOP_STUDY, MpopRecord
 
 __all__ = ["fewer_trained", "light_matches_full", "squeeze_removes", "on_par_with_dense", "albert_numbers",
-           "MPOP_ALBERT_DEV", "CLAIMS"]
+           "MPOP_ALBERT_DEV", "RESAMPLES", "CLAIMS"]
 
 PAPER = "liu2021mpop"
 
 #: the paper's dev scores of MPOP on ALBERT-base-v2 that the digest could find (secondary sources, unverified)
 MPOP_ALBERT_DEV = {"sst2": 0.930}
+
+#: the bootstrap resamples of every interval a rule computes, seeded, so the same record gives the same verdict
+RESAMPLES = 2000
+
+_NO_PREDICTIONS = ("this record holds no dev predictions (written before the campaign recorded them), so the "
+                   "difference has no interval; re-run the cpu profile")
+
+
+def _one(preds: dict[int, list]) -> Any:
+    """What :mod:`mpstudy.stats` takes: the seed mapping with 2+ seeds, the one list with one seed."""
+    return preds if len(preds) > 1 else next(iter(preds.values()))
+
+
+def _interval(diff) -> str:
+    return f"{pts(diff.estimate)} [{pts(diff.low)}, {pts(diff.high)}]"
 
 
 def fewer_trained(records: list[MpopRecord]) -> Finding:
@@ -39,50 +60,74 @@ def fewer_trained(records: list[MpopRecord]) -> Finding:
                             f"({share:.1%}; {1 - share:.1%} fewer)", rule, record.scale)
 
 
+def _paired(record: MpopRecord, a: str, b: str, rule: str, what: str) -> Finding:
+    """The verdict on "``a`` is within 1 point of ``b``, or above": the paired difference a - b over the
+    seeds both have (seed by seed) and the dev examples, against -1 point."""
+    pa, pb = record.predictions(a), record.predictions(b)
+    if pa is None or pb is None:
+        return Finding(UNTESTABLE, f"mean {what} {mean(record.scores(a)) - mean(record.scores(b)):+.3f} over "
+                                   f"{len(record.scores(a))} seed(s), but {_NO_PREDICTIONS}", rule, record.scale)
+    seeds = sorted(set(pa) & set(pb))
+    if not seeds:
+        return Finding(UNTESTABLE, f"{a} and {b} share no seed: nothing to pair", rule, record.scale)
+    diff = paired_difference(record.task, _one({s: pa[s] for s in seeds}), _one({s: pb[s] for s in seeds}),
+                             record.references, resamples=RESAMPLES)
+    return from_band(band(diff, -COMPARABLE, "at least"),
+                     f"{what} = {_interval(diff)} over {len(seeds)} seed(s) (paired by {diff.paired_by})",
+                     rule, record.scale)
+
+
 def light_matches_full(records: list[MpopRecord]) -> Finding:
-    rule = ("holds if the mean dev score of lightweight fine-tuning is within 1 point of full fine-tuning of the same "
-            "MPO model, or above it; needs 2+ seeds")
-    record = records[-1]
-    light, full, dense = record.scores(MPO_LIGHTWEIGHT), record.scores(MPO_FULL), record.scores(DENSE)
-    if len(light) < 2:
-        return Finding(UNTESTABLE, f"one seed: lightweight {light[0]:.3f}, full {full[0]:.3f}", rule, record.scale)
-    verdict = HOLDS if mean(light) >= mean(full) - 0.01 else FAILS
-    return Finding(verdict, f"lightweight {mean(light):.3f} (sd {statistics.stdev(light):.3f}) vs full {mean(full):.3f}, "
-                            f"dense {mean(dense):.3f}, over {len(light)} seeds", rule, record.scale)
+    rule = ("holds if the whole 95 % interval of the paired dev-score difference lightweight - full fine-tuning of "
+            "the same MPO model (seed by seed, same examples) is above -1 point; does not hold if the whole interval "
+            "is below; inconclusive otherwise or from one seed")
+    return _paired(records[-1], MPO_LIGHTWEIGHT, MPO_FULL, rule, "lightweight - full MPO")
 
 
 def squeeze_removes(records: list[MpopRecord]) -> Finding:
-    rule = ("holds if dimension squeezing accepts at least one cut that removes parameters (a cut is accepted only "
-            "if the dev score after its short fine-tune stays within the run's tolerance of the score before)")
+    rule = ("holds if dimension squeezing accepts at least one cut that removes parameters (a cut is accepted only if "
+            "the score on held-out training rows after its short fine-tune stays within the run's tolerance) and "
+            "the whole 95 % interval of the paired dev-score difference squeezed - unsqueezed (seed by seed) is above "
+            "-1 point; does not hold if no cut is accepted or the whole interval is below -1 point")
     record = records[-1]
     steps = [s for s in record.squeeze if s.cut > 0]  # cut 0 is the starting point
-    accepted = [s for s in steps if s.accepted]
     if not steps:
         return Finding(NOT_RUN, "no squeezing trajectory in the record", rule, record.scale)
-    start = record.runs_of(MPO_LIGHTWEIGHT)[0].stored
-    end = int(accepted[-1].stored) if accepted else start
-    verdict = HOLDS if accepted and end < start else FAILS
-    return Finding(verdict, f"{len(accepted)} of {len(steps)} cuts accepted; stored parameters {start:,} -> {end:,} "
-                            f"({start - end:,} fewer)", rule, record.scale)
+    accepted = [s for s in steps if s.accepted]
+    if not record.squeezed:  # a record from before the campaign: one trajectory, no predictions
+        start = record.runs_of(MPO_LIGHTWEIGHT)[0].stored
+        end = int(accepted[-1].stored) if accepted else start
+        counts = f"{len(accepted)} of {len(steps)} cuts accepted; stored parameters {start:,} -> {end:,}"
+        if not accepted:
+            return Finding(FAILS, counts + " (nothing removed)", rule, record.scale)
+        return Finding(UNTESTABLE, f"{counts}, but {_NO_PREDICTIONS}", rule, record.scale)
+    runs = record.squeezed
+    start, end = mean([r.start_stored for r in runs]), mean([r.stored for r in runs])
+    counts = (f"{sum(r.accepted for r in runs)} of {sum(r.tried for r in runs)} cuts accepted over {len(runs)} "
+              f"seed(s); stored parameters {start:,.0f} -> {end:,.0f} (mean)")
+    if not any(r.accepted for r in runs) or end >= start:
+        return Finding(FAILS, counts + " (nothing removed)", rule, record.scale)
+    if record.references is None or any(r.predictions is None or r.start_predictions is None for r in runs):
+        return Finding(UNTESTABLE, f"{counts}, but {_NO_PREDICTIONS}", rule, record.scale)
+    diff = paired_difference(record.task, _one({r.seed: r.predictions for r in runs}),
+                             _one({r.seed: r.start_predictions for r in runs}), record.references,
+                             resamples=RESAMPLES)
+    return from_band(band(diff, -COMPARABLE, "at least"), f"{counts}; squeezed - unsqueezed = {_interval(diff)}",
+                     rule, record.scale)
 
 
 def on_par_with_dense(records: list[MpopRecord]) -> Finding:
-    rule = ("holds if the mean dev score of the MPO model with lightweight fine-tuning is within 1 point of the dense "
-            "model fine-tuned by the same recipe, or above it; needs 2+ seeds")
-    record = records[-1]
-    light, dense = record.scores(MPO_LIGHTWEIGHT), record.scores(DENSE)
-    if len(light) < 2:
-        return Finding(UNTESTABLE, f"one seed: lightweight {light[0]:.3f}, dense {dense[0]:.3f}", rule, record.scale)
-    gap = mean(light) - mean(dense)
-    verdict = HOLDS if gap >= -COMPARABLE else FAILS
-    return Finding(verdict, f"lightweight MPO {mean(light):.3f} vs dense {mean(dense):.3f} ({pts(gap)}) over "
-                            f"{len(light)} seeds", rule, record.scale)
+    rule = ("holds if the whole 95 % interval of the paired dev-score difference MPO with lightweight fine-tuning - "
+            "the fine-tuned dense model (the shared dense baselines, seed by seed, same examples) is above -1 point; "
+            "does not hold if the whole interval is below; inconclusive otherwise or from one seed")
+    return _paired(records[-1], MPO_LIGHTWEIGHT, DENSE, rule, "lightweight MPO - dense")
 
 
 def albert_numbers(records: list[MpopRecord]) -> Finding:
     rule = ("testable only on albert-base-v2 with the full training split of a task whose paper score is known "
-            f"({', '.join(f'{t} {v:.3f}' for t, v in MPOP_ALBERT_DEV.items())}); holds if the lightweight MPO model's "
-            "mean dev score is within 1 point of it")
+            f"({', '.join(f'{t} {v:.3f}' for t, v in MPOP_ALBERT_DEV.items())}); holds if the whole 95 % interval of "
+            "the lightweight MPO model's dev score over seeds is above the paper's score - 1 point, does not hold if "
+            "the whole interval is below")
     record = records[-1]
     params = record.parameters
     model, task = str(params.get("model")), params.get("task")
@@ -92,10 +137,14 @@ def albert_numbers(records: list[MpopRecord]) -> Finding:
                        f"this record is {model} on {params.get('max_train') or 'all'} training rows of {task} "
                        f"(lightweight MPO {mean(light):.3f}); the paper's numbers need albert-base-v2 on the full "
                        "GLUE training split (the gpu profile)", rule, record.scale)
-    gap = mean(light) - MPOP_ALBERT_DEV[task]
-    verdict = HOLDS if gap >= -COMPARABLE else FAILS
-    return Finding(verdict, f"lightweight MPO {mean(light):.3f} vs the paper's {MPOP_ALBERT_DEV[task]:.3f} on {task} "
-                            f"({pts(gap)})", rule, record.scale)
+    preds = record.predictions(MPO_LIGHTWEIGHT)
+    if preds is None:
+        return Finding(UNTESTABLE, f"lightweight MPO {mean(light):.3f}, but {_NO_PREDICTIONS}", rule, record.scale)
+    score = score_interval(record.task, _one(preds), record.references, resamples=RESAMPLES)
+    paper = MPOP_ALBERT_DEV[task]
+    return from_band(band(score, paper - COMPARABLE, "at least"),
+                     f"lightweight MPO {score} vs the paper's {paper:.3f} on {task} ({pts(score.estimate - paper)})",
+                     rule, record.scale)
 
 
 def _claim(text: str, source: str, check) -> Claim:

@@ -88,7 +88,9 @@ def dimension_squeeze(
 
     Args:
         model: a model with MPO layers (changed in place; it ends at the last accepted cut).
-        tokenizer, task: for the short fine-tunes and dev evaluations.
+        tokenizer, task: for the short fine-tunes (``task.train``) and the evaluations that accept or
+            refuse each cut (``task.dev``; a held-out slice of the training rows keeps the dev set out
+            of the choice: :func:`mpstudy.studies.mpop.units.selection_task`).
         finetune: the short fine-tune after each cut (e.g. ``TrainConfig(max_steps=20, ...)``).
         tolerance: stop when the dev main metric falls more than this below the starting metric.
         max_cuts: at most this many cuts.
@@ -106,7 +108,8 @@ def dimension_squeeze(
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
     metric = task.main_metric
-    eval_kwargs = dict(batch_size=finetune.eval_batch_size, max_length=finetune.max_length)
+    # the evaluations run at the fine-tunes' precision (bf16 where the profile trains in bf16)
+    eval_kwargs = dict(batch_size=finetune.eval_batch_size, max_length=finetune.max_length, precision=finetune.precision)
     start = evaluate(model, tokenizer, task, **eval_kwargs)
     counts = count_parameters(model)
     trajectory: list[dict[str, Any]] = [{"cut": 0, "layer": None, "bond": None, "old_dim": None, "new_dim": None,
