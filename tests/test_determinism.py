@@ -41,15 +41,18 @@ def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("determinism")
     shutil.copytree(ROOT / "mpstudy", base / "lib" / "mpstudy", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "notebooks" / f"{STUDY}.ipynb", base / f"{STUDY}.ipynb")
-    runs = []
-    for name in ("first", "second"):
+    procs = {}
+    for name in ("first", "second"):  # side by side (one thread each): independent processes, 2 cores
         env = {k: v for k, v in os.environ.items() if k != "MPSTUDY_DATA"}
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(base / "lib"),
                    MPSTUDY_CACHE=str(base / name / "cache"), MPSTUDY_RESULTS=str(base / name / "results"))
         cmd = [sys.executable, "-m", "mpstudy", "run", str(base / f"{STUDY}.ipynb"), "--profile", "smoke",
                "--output-dir", str(base / name / "out"), "--results-dir", str(base / name / "results")]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    runs = []
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
         folder = base / name / "results" / STUDY
         runs.append({p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))})
     return runs
