@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["PROFILE_NAMES", "COMMON", "STUDIES", "PROFILES", "READS_RECORDS", "DENSE", "TAKES_DENSE", "get_profile", "dense_settings",
+__all__ = ["PROFILE_NAMES", "COMMON", "STUDIES", "PROFILES", "READS_RECORDS", "DENSE", "TAKES_DENSE", "TRANSLATION", "get_profile", "dense_settings",
            "shrunk", "SHRINK_MODELS"]
 
 PROFILE_NAMES = ("smoke", "cpu", "gpu")
@@ -383,6 +383,20 @@ def _scaled(value: Any, scale: float) -> Any:
 
 def _shrink_sweep(entries: list[dict[str, Any]], scale: float) -> list[dict[str, Any]]:
     """A sweep's budgets at the tiny width: ``ranks`` scaled, FALCON's ``k`` at most 2 (all a 64 x 64
+#: The encoder-decoder the seq2seq tracks start from: T5 trained from scratch (no pre-trained one can be
+#: loaded here), one campaign unit per seed (:mod:`mpstudy.studies.translation_base`). ``train``: fields
+#: replaced in :data:`mpstudy.translation.TRANSLATION_CONFIG`; ``test_rows`` None: the whole test split.
+TRANSLATION: dict[str, dict[str, Any]] = {
+    "smoke": {"task": "synthetic-seq2seq", "size": "tiny", "seeds": [0], "max_train": 64, "max_eval": 16,
+              "test_rows": None, "vocab_size": 300, "label_smoothing": 0.1, "dropout": 0.1, "embedding_lr_scale": 80.0,
+              "train": {"epochs": 2, "batch_size": 16, "eval_batch_size": 16, "max_new_tokens": 16, "precision": "fp32",
+                        "bucket_batches": 1}},
+    # the small T5 on the whole Multi30K training split (29,000 pairs), 10 epochs, scored on test2016 (1,000)
+    "cpu": {"task": "multi30k", "size": "small", "seeds": [0], "max_train": None, "max_eval": None, "test_rows": None,
+            "vocab_size": 8000, "label_smoothing": 0.1, "dropout": 0.1, "embedding_lr_scale": 80.0, "train": {}},
+}
+
+
     matrix pair allows); budgets that became equal are kept once."""
     out: list[dict[str, Any]] = []
     for entry in entries:

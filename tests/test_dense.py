@@ -1,13 +1,18 @@
 """The dense baselines as campaign units (mpstudy.studies.dense), on the smoke profile (tiny-bert, synthetic)."""
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import pytest
+import torch
 
+from mpstudy.cache import weights_hash
 from mpstudy.campaign import coverage, unit_path
 from mpstudy.profiles import DENSE, dense_settings
 from mpstudy.studies import dense as dense_mod
+from mpstudy.studies.artefacts import unit_model_dir
 from mpstudy.studies.dense import dense_baseline, dense_interval, dense_unit_name, main
 
 
@@ -35,6 +40,27 @@ def test_a_dense_unit_records_scores_interval_guard_and_predictions_then_reads_t
     monkeypatch.setattr(dense_mod, "finetuned_baseline", lambda *a, **k: pytest.fail("retrained a recorded unit"))
     again = dense_baseline("synthetic-cls", seed=0, profile="smoke", resamples=200, **dirs)
     assert again.record == base.record and not again.model.made
+
+    # the model follows the record, not the code version: loaded from the unit's artefact, same weights
+    model, _ = again.model()
+    assert weights_hash(model) == result["weights"]
+    home = unit_model_dir(base.record["unit"], base.record["spec"], dirs["cache_dir"])
+    marker = home / "unit-model.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "weights": "0" * 16}))
+    with pytest.raises(ValueError, match="kept model hashes to .* not to its record's weights"):
+        dense_baseline("synthetic-cls", seed=0, profile="smoke", resamples=200, **dirs).model()
+
+
+def test_a_retrained_dense_model_that_differs_from_its_record_is_refused(dirs, monkeypatch):
+    base = dense_baseline("synthetic-cls", seed=1, profile="smoke", resamples=200, **dirs)
+    shutil.rmtree(unit_model_dir(base.record["unit"], base.record["spec"], dirs["cache_dir"]))
+    model, tokenizer = base.model()
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # what a change in the training code would do
+    info = {"result": {"steps": 1, "best_step": 1, "train_seconds": 0.0, "history": []}}
+    monkeypatch.setattr(dense_mod, "finetuned_baseline", lambda *a, **k: (model, tokenizer, info))
+    with pytest.raises(ValueError, match="trained now hashes to .* not to the recorded weights .* MPSTUDY_RERUN_STALE=1"):
+        dense_baseline("synthetic-cls", seed=1, profile="smoke", resamples=200, **dirs).model()
 
 
 def test_the_dense_cli_runs_the_missing_units_and_combines_seeds(dirs, capsys):

@@ -30,6 +30,25 @@ def test_error_equals_tail_singular_values(shape, rank_fraction):
 
 
 
+@pytest.mark.parametrize("shape", [(40, 40), (96, 160), (160, 96)])
+def test_gram_path_matches_the_full_svd_oracle(shape):
+    """The default (Gram) path's factors against LAPACK's full SVD in float64: same product, same
+    singular values on each side, for square, wide and tall matrices, and the fallback for a matrix
+    of lower rank than asked (the Gram eigenvalues of its null space are rounding noise)."""
+    torch.manual_seed(4)
+    W = torch.randn(*shape, dtype=torch.float64) @ torch.diag(torch.logspace(0, -3, shape[1], dtype=torch.float64))
+    for rank in (1, 17, min(shape)):
+        A, B = truncated_svd(W, rank)
+        A0, B0 = truncated_svd(W, rank, method="gesdd")
+        assert torch.allclose(A @ B, A0 @ B0, atol=1e-12)
+        assert torch.allclose(A.norm(dim=0), A0.norm(dim=0), rtol=1e-10)
+    low = torch.randn(shape[0], 3, dtype=torch.float64) @ torch.randn(3, shape[1], dtype=torch.float64)
+    A, B = truncated_svd(low, 10)
+    assert torch.isfinite(A).all() and torch.allclose(A @ B, low, atol=1e-10)
+    with pytest.raises(ValueError, match="method must be 'gram' or 'gesdd', got 'qr'"):
+        truncated_svd(W, 2, method="qr")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_working_precision_path_matches_the_float64_oracle(dtype):
     """The float32 path (bf16 inputs too) reaches the optimal error to float32 precision, and its

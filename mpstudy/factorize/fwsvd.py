@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .svd import truncated_svd
+
 __all__ = ["normalize_importance", "weighted_truncated_svd", "row_weighted_error"]
 
 #: rows with (numerically) zero importance get this fraction of the mean importance, so that
@@ -72,11 +74,9 @@ def weighted_truncated_svd(W: torch.Tensor, importance: torch.Tensor, rank: int)
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
         raise ValueError(f"rank must be an integer in [1, {min(m, n)}] for a {m}x{n} matrix, got {rank!r}")
     d = normalize_importance(importance.to(W.device), m).sqrt()
-    U, S, Vh = torch.linalg.svd(d[:, None] * W.detach().double(), full_matrices=False)
-    root = S[:rank].sqrt()
-    A = (U[:, :rank] * root) / d[:, None]
-    B = root[:, None] * Vh[:rank]
-    return A.to(W.dtype), B.to(W.dtype)
+    # the plain truncated SVD of D W (its Gram path and fallback), then the row weights undone on A
+    A, B = truncated_svd(d[:, None] * W.detach().double(), rank)
+    return (A / d[:, None]).to(W.dtype), B.to(W.dtype)
 
 
 def row_weighted_error(W: torch.Tensor, approx: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:

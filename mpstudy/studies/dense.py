@@ -9,6 +9,8 @@ study's retained-quality conclusions) is decided from the record.
 
 The model is the cached fine-tuned baseline (:func:`mpstudy.baselines.finetuned_baseline`): a study
 that needs it (to compress it) gets it lazily, so a study whose units are all recorded never trains it.
+The model is kept as the record's artefact (:mod:`mpstudy.studies.artefacts`): identified by the
+unit's spec like the record, and checked against the record's weights hash on every load.
 
 Run the units from the shell (time-boxed, resumable)::
 
@@ -27,10 +29,12 @@ from typing import Any
 from ..baselines import finetuned_baseline
 from ..cache import weights_hash
 from ..campaign import Lazy, TimeUp, coverage, declare, read_unit, unit
+from ..models import load_model
 from ..profiles import DENSE, dense_settings
 from ..stats import Interval, baseline_learned, score_interval, trivial_score
 from ..tasks import load_task, task_fingerprint
 from ..train import TrainConfig, predict, resolve_precision
+from .artefacts import unit_model
 
 __all__ = ["STUDY", "TARGETS", "DenseBaseline", "dense_unit_name", "dense_spec", "dense_baseline", "dense_interval",
            "plan_dense", "main"]
@@ -110,7 +114,17 @@ def dense_baseline(task_name: str, seed: int = 0, profile: str = "cpu", data_dir
     spec = dense_spec(block, task_name, seed, data_dir, profile)
     name = dense_unit_name(profile, task_name, settings["model_name"], seed)
 
-    trained = Lazy(lambda: finetuned_baseline(settings["model_name"], task, config, cache_dir=cache_dir))
+    def fine_tune():
+        dense, tokenizer, info = finetuned_baseline(settings["model_name"], task, config, cache_dir=cache_dir)
+        return dense, tokenizer, {k: info["result"][k] for k in ("steps", "best_step", "train_seconds", "history")}
+
+    def make_model():
+        """The record's kept model, else the fine-tuned one, checked against the record's weights if recorded."""
+        recorded = read_unit(STUDY, name, spec, results_dir)
+        return unit_model(name, spec, fine_tune, lambda path: load_model(path, task=task, seed=seed),
+                          weights=recorded["result"]["weights"] if recorded is not None else None, cache_dir=cache_dir)
+
+    trained = Lazy(make_model)
     model = Lazy(lambda: trained()[:2])
 
     def compute() -> dict[str, Any]:
@@ -132,8 +146,8 @@ def dense_baseline(task_name: str, seed: int = 0, profile: str = "cpu", data_dir
                 "target": target, "reached": bool(metrics.get(metric, math.nan) >= target),
                 "predictions": preds, "references": refs, "weights": weights_hash(dense),
                 "precision": precision, "train_rows": len(task.train), "dev_rows": len(task.dev),
-                "steps": info["result"]["steps"], "best_step": info["result"]["best_step"],
-                "train_seconds": info["result"]["train_seconds"], "history": _dev_history(info["result"]["history"])}
+                "steps": info["steps"], "best_step": info["best_step"],
+                "train_seconds": info["train_seconds"], "history": _dev_history(info["history"])}
 
     record = unit(STUDY, name, spec, compute, results_dir=results_dir)
     return DenseBaseline(record, model, task)
