@@ -6,6 +6,7 @@
     python -m bench goals [--decomposition F.json] [--inference F.json]
     python -m bench train-speed [--repeats 10] [--threads 2]   # bf16 vs fp32 train()/evaluate(), loop overhead
     python -m bench bf16-parity [--rows 3000] [--epochs 3] [--seeds 0 1 2]   # bf16 training's dev accuracy vs fp32
+    python -m bench deployment [--repeats 30]   # the >= 4x goal: variants timed against dense fp32
     python -m bench report F.json [...]         # re-render the markdown of existing records
 
 Each measurement writes ``<out-dir>/<name>-<device>.json`` (the record, with provenance) and the
@@ -112,6 +113,12 @@ def _bf16_parity(args) -> Path:
     return path
 
 
+def _deployment(args) -> Path:
+    from . import deployment
+
+    return deployment.main_run(args)
+
+
 def _renderer(record: dict[str, Any]):
     """The markdown renderer of a record, by its ``bench`` kind."""
     kind = record.get("bench")
@@ -119,6 +126,8 @@ def _renderer(record: dict[str, Any]):
         from .train_speed import render_markdown
     elif kind == "bf16-parity":
         from .bf16_parity import render_markdown
+    elif kind == "deployment":
+        from .deployment import render_markdown
     else:
         from .perf import render_markdown
     return render_markdown
@@ -219,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="", help="a sentence the markdown ends with (why the rows were reduced...)")
     common(p, device=False)
     p.set_defaults(func=_bf16_parity)
+
+    p = sub.add_parser("deployment", help="the deployment goal: precision and factorized variants timed against dense fp32")
+    p.add_argument("--model", default="minilm", help="load_model spec (the cpu profile's model: minilm)")
+    p.add_argument("--batch", type=_positive, default=32)
+    p.add_argument("--seq", type=_positive, default=64)
+    p.add_argument("--repeats", type=_positive, default=30, help="timed round-robin rounds")
+    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads")
+    p.add_argument("--comparison", default="results/06_comparison/cpu-minilm.json",
+                   help="study 06's record, which decides which variants lose at most one point")
+    common(p, device=False)
+    p.set_defaults(func=_deployment)
 
     p = sub.add_parser("report", help="re-render the markdown of existing records")
     p.add_argument("records", nargs="+", metavar="RECORD")

@@ -229,19 +229,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps({"model": args.model, "task": task.name, "split": "dev", "n": len(task.dev), **metrics}, indent=2))
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread like Ctrl-C's KeyboardInterrupt (a BaseException, so
+    ``except Exception`` handlers do not swallow it), so ``finally`` blocks remove temporary files and
+    shut notebook kernels down, and :func:`main` prints one line."""
+
+
 def _terminate_cleanly() -> None:
-    """SIGTERM (``kill``, a CI timeout) -> SystemExit, so a killed run still removes its temporary files
-    and shuts its notebook kernel down. SIGKILL cannot be caught: the study's next run cleans up."""
+    """SIGTERM (``kill``, a CI timeout) -> :class:`Terminated`, so a killed run still removes its temporary
+    files and shuts its notebook kernel down. SIGKILL cannot be caught: the next run of the kind cleans up."""
     import signal
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from .parameters import declared_parameters, parse_overrides
     from .runner import run_study, store_smoke_outputs
-
-    _terminate_cleanly()
 
     if args.in_place:
         if args.param or args.profile not in (None, "smoke") or args.data_dir or args.replace_profile:
@@ -264,8 +271,6 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
     from .runner import reproduce
-
-    _terminate_cleanly()
 
     overrides = {"data_dir": str(Path(args.data_dir).resolve())} if args.data_dir else {}
     stamps = reproduce(profile=args.profile, notebooks_dir=args.notebooks_dir, overrides=overrides,
@@ -487,11 +492,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _terminate_cleanly()
         _preflight(args)
         args.func(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT; every artefact is written atomically
         print(f"mpstudy {args.command}: interrupted (Ctrl-C); files being written were left as they were", file=sys.stderr)
         return 130
+    except Terminated:  # kill: the same, with the shell's status for SIGTERM
+        print(f"mpstudy {args.command}: terminated (SIGTERM); files being written were left as they were", file=sys.stderr)
+        return 143
     except (ValueError, TypeError, OSError, KeyError) as err:
         print(f"mpstudy {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ passing it as the callable.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -203,12 +204,26 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _cpu_attention_ops() -> dict:
-    """Attention kernels torch's FlopCounterMode does not count (it knows the GPU ones only): on the CPU,
-    ``F.scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``, whose two
-    matrix products (``Q K^T`` and ``P V``) would otherwise be missing from every count."""
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    return {op: _sdpa_flops} if op is not None else {}
+def _quantized_linear_flops(input_shape, packed_params, *args, out_shape=None, **kwargs) -> int:
+    """Multiply-adds (x2) of a dynamically quantized Linear, ``(..., in) -> (..., out)``: as many as the
+    float Linear it replaces (they are integer operations, counted alike so int8 rows compare)."""
+    return 2 * math.prod(input_shape[:-1]) * input_shape[-1] * out_shape[-1]
+
+
+def _cpu_ops() -> dict:
+    """Kernels torch's FlopCounterMode does not count. Attention: it knows the GPU kernels only; on the
+    CPU, ``F.scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``, whose
+    two matrix products (``Q K^T`` and ``P V``) would otherwise be missing from every count. int8: the
+    ``quantized::linear_dynamic`` products of :class:`~mpstudy.layers.int8.Int8Linear` (an int8 model
+    counted 6 % of its float twin's FLOPs without it)."""
+    ops = {}
+    attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if attention is not None:
+        ops[attention] = _sdpa_flops
+    quantized = getattr(getattr(torch.ops, "quantized", None), "linear_dynamic", None)
+    if quantized is not None:
+        ops[quantized] = _quantized_linear_flops
+    return ops
 
 
 @torch.inference_mode()
@@ -216,7 +231,7 @@ def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor], warmup: boo
     """Floating-point operations of one forward: every matrix product, attention's included.
 
     Counted by torch's ``FlopCounterMode`` (products and attention kernels; elementwise work is not
-    counted), with the CPU attention kernel added (``_cpu_attention_ops``), so a model with
+    counted), with the CPU attention kernel and the int8 products added (``_cpu_ops``), so a model with
     scaled-dot-product attention counts the same as with eager attention. With ``warmup`` (the
     default) one uncounted forward runs first: a layer that rebuilds its dense weight once and
     caches it in evaluation (MPO, the decoded layers) pays that once, not per forward, and
@@ -231,7 +246,7 @@ def count_flops(model: nn.Module, batch: Mapping[str, torch.Tensor], warmup: boo
     try:
         if warmup:
             forward(model, batch)
-        counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_ops())
+        counter = FlopCounterMode(display=False, custom_mapping=_cpu_ops())
         with counter:
             forward(model, batch)
     finally:

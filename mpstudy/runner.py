@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .cache import code_version, file_checksums, library_versions
-from .campaign import remaining_seconds
+from .campaign import coverage, remaining_seconds
+from .pages import dress_page, run_box
 from .parameters import check_parameters, declared_parameters
 from .profiles import READS_RECORDS, get_profile
 from .records import atomic_file, file_sha256, provenance, write_json_atomic
@@ -357,6 +358,10 @@ def execute_plan(plan: StudyPlan, force: bool = False, log=print) -> dict[str, A
                                            stdout_file=sys.stderr, stderr_file=sys.stderr)
                 page = nbformat.read(str(tmp), as_version=4)  # the page says which run it holds
                 page.metadata["mpstudy"] = {"profile": plan.profile, "fingerprint": plan.fingerprint, "data": plan.data}
+                if plan.profile != "smoke":  # a page for the book: the "what ran" box, the smoke defaults removed
+                    units = coverage(stem, results_dir)
+                    dress_page(page, run_box(stem, plan.profile, plan.params, provenance(), time.perf_counter() - start,
+                                             units if units["planned"] else None))
                 nbformat.write(page, str(tmp))
         except papermill.PapermillExecutionError as err:
             if err.ename != "TimeUp":

@@ -195,3 +195,25 @@ def test_precision_methods_need_no_budget_on_the_command_line(tmp_path, capsys):
     assert main(["compress", "tiny-bert", "--method", "svd", "--out", str(tmp_path / "s")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "keep" in err[0] and not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("command", [["compress", "tiny-bert", "--method", "svd", "--ratio", "0.5", "--out", "x"],
+                                     ["evaluate", "tiny-bert", "--task", "synthetic-cls"]])
+def test_sigterm_during_any_command_is_one_line_and_status_143(command, monkeypatch, capsys, tmp_path):
+    """kill (SIGTERM) while a command works: the handler main installs turns it into one line and the shell's
+    status for SIGTERM, for every command (it used to be installed for `run` and `reproduce` only)."""
+    import os
+    import signal
+
+    import mpstudy.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    previous = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "_preflight", lambda args: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        assert main(command) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err.strip()
+    assert err == f"mpstudy {command[0]}: terminated (SIGTERM); files being written were left as they were"
+    assert not (tmp_path / "x").exists()

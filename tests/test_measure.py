@@ -144,6 +144,9 @@ def test_count_flops_counts_scaled_dot_product_attention_as_eager_attention():
                if isinstance(m, torch.nn.Linear) and n.startswith(("classifier", "bert.pooler")))
     expected = linears + head + _attention_flops(sdpa.config, 2, 16)
     assert count_flops(sdpa, batch) == count_flops(eager, batch) == expected
+    # int8 Linears (quantized::linear_dynamic) count as the float products they replace
+    mpstudy.compress(sdpa, "int8", targets="all-linear")
+    assert count_flops(sdpa, batch) == expected
 
 
 def test_count_flops_charges_a_cached_rebuild_once_and_restores_the_mode():

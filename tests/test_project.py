@@ -58,6 +58,9 @@ def test_committed_studies_are_executed_without_errors():
         params = nb["metadata"]["papermill"]["parameters"]
         assert params["profile"] in ("cpu", "gpu"), f"{path.name} was executed with profile {params['profile']}"
         assert f"book/studies/{path.stem}" in toc, f"{path.name} is not in _toc.yml"
+    # the reader meets the studies in their numbered order (each beside its method chapter)
+    order = [toc.index(f"book/studies/{p.stem}") for p in studies]
+    assert order == sorted(order), "_toc.yml lists the studies out of their numbered order"
 
 
 def test_every_template_has_a_parameters_cell_with_smoke_defaults():

@@ -453,11 +453,6 @@ def run_unit(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     def predictions(model: nn.Module, precision: str) -> list:
         preds, _ = predict(model, tokenizer, task, precision=precision, **eval_kw)
-        if precision != "fp32":
-            # a layer that caches its rebuilt weight in eval (MPO) cached it in autocast's bfloat16: drop it, so
-            # the fp32 model timed or copied next does not multiply float32 inputs by a bfloat16 weight
-            model.train()
-            model.eval()
         return [cast(p) for p in preds]
 
     def row(model: nn.Module, label: str, regime: str, preds: list, **extra: Any) -> dict[str, Any]:
