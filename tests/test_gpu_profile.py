@@ -98,10 +98,10 @@ def run_notebook(notebook: Path, params: dict, output: Path, km) -> nbformat.Not
 def test_shrunk_keeps_the_gpu_code_paths():
     params = get_profile("gpu", "03_svd_distillation")
     small = shrunk(params)
-    assert params["model_name"] == "bert-base-uncased" and small["model_name"] == "tiny-bert"  # input untouched
+    assert params["dense"]["model_name"] == "bert-base-uncased" and small["dense"]["model_name"] == "tiny-bert"  # untouched
     assert small["s2s_model_name"] == "tiny-marian" and small["profile"] == "gpu"
-    assert small["max_train"] == 24 and small["max_eval"] == 16 and small["distill_train"] == 24  # None: capped
-    assert small["latency_ranks"] == [5, 11, 16, 20, 27] and small["s2s_dense_epochs"] == 0 and small["kd_epochs"] == 1
+    assert small["dense"]["max_train"] == 24 and small["dense"]["max_eval"] == 16 and small["s2s_max_eval"] == 16  # None: capped
+    assert small["latency_ranks"] == [5, 11, 16, 20, 27] and small["steps"] == small["s2s_steps"] == 2
     assert small["s2s_mode"] == params["s2s_mode"] == "pipeline" and small["seeds"] == [0]
     assert small["sweep_keeps"] == [0.6] and shrunk(params, seeds=2, budgets=2)["sweep_keeps"] == [0.4, 0.6]
     assert shrunk(get_profile("gpu", "04_offline"))["finetune_cells"] == [

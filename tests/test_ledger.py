@@ -73,32 +73,55 @@ def _mpop(light_trainable=90, light=(0.71, 0.72, 0.71), full=(0.70, 0.71, 0.70),
     return MpopRecord.from_dict({**_meta(seeds=range(len(light)), **meta), "runs": runs, "squeeze": squeeze, **extra})
 
 
-def _lobert(kept=0.5, modes=None, dense=(0.80, 0.80), kd=None, **meta):
+def _lobert(kept=0.5, modes=None, dense=(0.80, 0.80), kd=None, predictions=True, **meta):
+    """``dense``: the teachers' dev accuracy per seed; ``modes``/``kd``: each KD + PKD / KD-only student's per
+    seed (predictions as in :func:`_mpop_preds`); ``predictions=False`` builds a record from before the campaign."""
     modes = modes if modes is not None else {"self_svd": (0.79, 0.79), "ffn_svd": (0.70, 0.70)}
     base = {"budget": "default", "init": "pretrained", "fit": "svd"}
-    runs = [{**base, "part": "main", "loss": "kd+pkd", "mode": "dense", "seed": s, "score": v} for s, v in enumerate(dense)]
-    runs += [{**base, "part": "main", "loss": "kd+pkd", "mode": m, "seed": s, "score": v}
-             for m, scores in modes.items() for s, v in enumerate(scores)]
-    runs += [{**base, "part": "loss", "loss": "kd", "mode": m, "seed": s, "score": v}
+    preds = (lambda v: {"predictions": _mpop_preds(v)}) if predictions else (lambda v: {})  # noqa: E731
+    runs = [{**base, "part": "main", "loss": "kd+pkd", "mode": m, "seed": s, "score": v, **preds(v)}
+            for m, scores in modes.items() for s, v in enumerate(scores)]
+    runs += [{**base, "part": "loss", "loss": "kd", "mode": m, "seed": s, "score": v, **preds(v)}
              for m, scores in (kd or {}).items() for s, v in enumerate(scores)]
     decompositions = [{"mode": "self_svd", "budget": "default", "fit": "svd", "kept": kept, "param_ratio": 0.94}]
-    return LobertRecord.from_dict({**_meta(**meta), "runs": runs, "decompositions": decompositions})
+    teacher = {"scores": {str(s): v for s, v in enumerate(dense)}}
+    extra = {}
+    if predictions:
+        teacher["predictions"] = {str(s): _mpop_preds(v) for s, v in enumerate(dense)}
+        extra = {"references": _mpop_preds(1.0)}
+    return LobertRecord.from_dict({**_meta(**meta), "runs": runs, "decompositions": decompositions, "teacher": teacher,
+                                   **extra})
+
+
+#: dev rows of the synthetic Noach & Goldberg records; as for MPOP, a model of accuracy a is right on the first
+#: round(a * N) of them
+_NG_DEV = 1000
+_NG_REFS = [i % 2 for i in range(_NG_DEV)]
+
+
+def _ng_preds(accuracy):
+    right = round(accuracy * _NG_DEV)
+    return [r if i < right else 1 - r for i, r in enumerate(_NG_REFS)]
 
 
 def _svd(cells=None, original=0.85, untrained=((10, 0.70, 0.75), (20, 0.75, 0.80)), speedups=(2.0, 1.6),
-         compact=((700, 0.845), (900, 0.85)), stored=1000, s2s=None, **meta):
-    """``cells``: (method, plan) -> scores over seeds; ``untrained``: (rank, svd, fwsvd) without training;
-    ``compact``: (model_params, score) of FWSVD + FD + KD in the sweep; ``speedups`` at kept 0.4 and 0.6."""
+         compact=(700, 0.85), stored=1000, s2s=None, predictions=True, **meta):
+    """``cells``: (method, plan) -> scores over seeds; ``untrained``: (rank, svd, fwsvd) without training, every
+    seed; ``compact``: (model_params, score) of the FWSVD + FD + KD cell; ``speedups`` at kept 0.4 and 0.6; each
+    score becomes dev predictions right on its first rows (so paired differences have hand-known intervals)."""
     cells = cells if cells is not None else {
-        ("svd", "none"): (0.70,), ("svd", "kd"): (0.80, 0.80), ("svd", "fd"): (0.83, 0.83), ("svd", "fd+kd"): (0.84, 0.84),
-        ("fwsvd", "none"): (0.75,), ("fwsvd", "kd"): (0.81, 0.81), ("fwsvd", "fd"): (0.84, 0.84),
-        ("fwsvd", "fd+kd"): (0.845, 0.845)}
-    grid = [{"method": m, "plan": p, "seed": s, "score": v, "accuracy": v}
+        ("svd", "none"): (0.70,) * 3, ("svd", "kd"): (0.80,) * 3, ("svd", "fd"): (0.83,) * 3,
+        ("svd", "fd+kd"): (0.84,) * 3, ("fwsvd", "none"): (0.75,) * 3, ("fwsvd", "fd+kd"): (compact[1],) * 3}
+    keep = lambda p: _ng_preds(p) if predictions else None  # noqa: E731
+    grid = [{"method": m, "plan": p, "seed": s, "score": v, "accuracy": v, "predictions": keep(v),
+             "model_params": compact[0] if (m, p) == ("fwsvd", "fd+kd") else 800}
             for (m, p), scores in cells.items() for s, v in enumerate(scores)]
-    sweep = [{"method": m, "plan": "none", "rank": r, "score": v, "model_params": 800, "seed": 0}
-             for r, svd, fw in untrained for m, v in (("svd", svd), ("fwsvd", fw))]
-    sweep += [{"method": "fwsvd", "plan": "fd+kd", "rank": 1, "score": v, "model_params": n, "seed": 0} for n, v in compact]
-    return SvdDistillRecord.from_dict({**_meta(**meta), "grid": grid, "sweep": sweep,
+    sweep = [{"method": m, "plan": "none", "rank": r, "keep": r / 100, "score": v, "model_params": 800, "seed": s,
+              "predictions": keep(v)} for r, svd, fw in untrained for m, v in (("svd", svd), ("fwsvd", fw))
+             for s in range(3)]
+    dense = [{"seed": s, "score": original, "predictions": keep(original)} for s in range(3)]
+    return SvdDistillRecord.from_dict({**_meta(**meta), "grid": grid, "sweep": sweep, "dense": dense,
+            "references": _NG_REFS if predictions else None,
             "baseline": {"metrics": {"accuracy": original}, "params": {"stored": stored}},
             "budget": [{"model": "m", "rank": 10, "targeted matrices kept": 0.6, "whole model kept": 0.8},
                        {"model": "bert-base (paper)", "rank": 245, "targeted matrices kept": 0.5,
@@ -108,45 +131,74 @@ def _svd(cells=None, original=0.85, untrained=((10, 0.70, 0.75), (20, 0.75, 0.80
             "seq2seq": s2s or {"probe": {"epoch_seconds": 900.0}, "rows": []}})
 
 
-def _marian(fdkd_bleu, model="Helsinki-NLP/opus-mt-en-de"):
-    rows = [{"plan": p, "bleu": b} for p, b in (("original", 30.0), ("none", 20.0), ("fd+kd", fdkd_bleu))]
-    return _svd(s2s={"probe": None, "rows": rows}, s2s_model=model, s2s_task="multi30k", s2s_mode="pipeline")
+def _marian(wrong, model="Helsinki-NLP/opus-mt-en-de"):
+    """The original translates all 200 test sentences exactly; FD then KD (3 seeds) gets ``wrong`` of them wrong."""
+    refs = [f"ein mann mit {i} hunden geht heute nach hause" for i in range(200)]
+    bad = [r if i >= wrong else "katze" for i, r in enumerate(refs)]
+    rows = [{"plan": "original", "bleu": 100.0, "predictions": refs}, {"plan": "none", "bleu": 20.0, "predictions": bad}]
+    rows += [{"plan": "fd+kd", "seed": s, "bleu": 90.0, "predictions": bad} for s in range(3)]
+    return _svd(s2s={"probe": None, "rows": rows, "references": refs, "task": "multi30k"}, s2s_model=model,
+                s2s_task="multi30k", s2s_mode="pipeline")
 
 
-def _offline(ae=(0.80, 0.80), factor=(0.75, 0.75), ppl=None, model="minilm"):
-    finetuned = [{"module": "key", "cr": 10, "mode": "concatenated", "method": m, "seed": s, "score": v}
-                 for m, scores in (("ae", ae), ("svd", factor), ("tucker", factor)) for s, v in enumerate(scores)]
+def _offline(ae=(0.80, 0.80), factor=(0.75, 0.75), ppl=None, model="minilm", separated=None):
+    """Fine-tuned keys at CR 10 (dev predictions right on the first round(score * N) rows, as ``_mpop_preds``);
+    ``separated``: the autoencoder's scores when compressed per layer (None: not fine-tuned that way)."""
+    runs = [("concatenated", m, scores) for m, scores in (("ae", ae), ("svd", factor), ("tucker", factor))]
+    runs += [("separated", "ae", separated)] if separated else []
+    finetuned = [{"module": "key", "cr": 10, "mode": mode, "method": m, "seed": s, "score": v,
+                  "predictions": _mpop_preds(v)} for mode, m, scores in runs for s, v in enumerate(scores)]
     finetuned += [{"module": "(dense)", "cr": 1, "mode": "", "method": "dense", "seed": 0, "score": 0.9}]
     grid = [{"module": "key", "cr": cr, "mode": "separated", "method": m, "feasible": True, "sentence_cosine": 0.5,
              **({"perplexity": p + cr} if ppl else {})}
             for cr in (3, 10) for m, p in (ppl or {"ae": 0, "svd": 0}).items()]
-    return OfflineRecord.from_dict({**_meta(model=model), "finetuned": finetuned, "grid": grid})
+    return OfflineRecord.from_dict({**_meta(model=model), "finetuned": finetuned, "grid": grid,
+                                    "references": _mpop_preds(1.0)})
 
 
-def _offline_grid(ae=0.9, concatenated_bonus=0.05):
+def _offline_grid(ae=0.9, concatenated_bonus=0.05, seeds=3):
     grid = []
     for cr in (3, 10):
         for mode in ("separated", "concatenated"):
             for method, cos in (("ae", ae), ("kronecker", 0.5), ("tucker", 0.6), ("svd", 0.6), ("prune", 0.8)):
                 bonus = concatenated_bonus if mode == "concatenated" else 0.0
-                grid.append({"module": "key", "cr": cr, "mode": mode, "method": method, "feasible": True,
-                             "sentence_cosine": cos + bonus})
+                # the autoencoder (the one seeded method) with 3 seeds a hair apart, the others once
+                for seed, jitter in (((0, 0.0), (1, 1e-4), (2, -1e-4))[:seeds] if method == "ae" else ((0, 0.0),)):
+                    grid.append({"module": "key", "cr": cr, "mode": mode, "method": method, "feasible": True,
+                                 "seed": seed, "sentence_cosine": cos + bonus + jitter})
     grid.append({"module": "key", "cr": 25, "mode": "separated", "method": "ae", "feasible": False, "sentence_cosine": 0.0})
     return OfflineRecord.from_dict({**_meta(), "grid": grid})
 
 
-def _comp_runs(comp_start=(0.75, 0.75, 0.75), base_start=(0.60, 0.60, 0.60), comp_t=(10, 10, 10), base_t=(20, 20, 20)):
+_COMP_REFS = [i % 2 for i in range(40)]
+
+
+def _comp_preds(right: int, seed: int) -> list[int]:
+    """Predictions of the 40 references above with the first ``right + seed`` of them correct."""
+    k = min(40, right + seed)
+    return [y if i < k else 1 - y for i, y in enumerate(_COMP_REFS)]
+
+
+def _comp_runs(comp_start=(36, 36, 36), base_start=(20, 20, 20), comp_t=(10, 10, 10), base_t=(20, 20, 20)):
+    """Three configurations x two arms x three seeds; ``*_start``: correct starting predictions per configuration;
+    ``*_t``: seconds to the target per configuration (None: not reached, the budget 40 s counted)."""
     runs = []
     for c in range(3):
-        runs.append({"config": c, "arm": "composability", "start_score": comp_start[c], "total_seconds_to_target": comp_t[c]})
-        runs.append({"config": c, "arm": "baseline", "start_score": base_start[c], "total_seconds_to_target": base_t[c]})
+        for arm, start, t in (("composability", comp_start[c], comp_t[c]), ("baseline", base_start[c], base_t[c])):
+            for s in range(3):
+                reached = t is not None
+                runs.append({"config": c, "arm": arm, "seed": s, "start_score": start / 40, "reached": reached,
+                             "total_seconds_to_target": t + s if reached else None, "steps_to_target": 5 if reached else None,
+                             "censored_s": (t if reached else 40) + s + 0.5 * (arm == "baseline") * s, "steps": 10,
+                             "start_predictions": _comp_preds(start, s)})
     return runs
 
 
 def _composability(s2s_model="tiny-t5", s2s_task="synthetic-seq2seq", s2s_times=((10, 10, 10), (20, 20, 20)), **kw):
     s2s = {"model": s2s_model, "task": s2s_task, "dense": {"score": 1.4},
            "runs": _comp_runs(comp_t=s2s_times[0], base_t=s2s_times[1])}
-    return ComposabilityRecord.from_dict({**_meta(seeds=(0,)), "tracks": {"cls": {"runs": _comp_runs(**kw)}, "s2s": s2s}})
+    cls = {"task": "sst2", "references": _COMP_REFS, "runs": _comp_runs(**kw)}
+    return ComposabilityRecord.from_dict({**_meta(seeds=(0, 1, 2)), "tracks": {"cls": cls, "s2s": s2s}})
 
 
 ALBERT = dict(model="albert-base-v2", max_train=None)
@@ -195,32 +247,36 @@ CASES = [
     ("lobert 50 %", lobert.half_kept, _lobert(kept=0.5), HOLDS),
     ("lobert 30 %", lobert.half_kept, _lobert(kept=0.3), FAILS),
     ("lobert half keep", lobert.keeps_quality, _lobert(), HOLDS),
-    ("lobert none keep", lobert.keeps_quality, _lobert(modes={"self_svd": (0.77, 0.77), "ffn_svd": (0.70, 0.70)}), FAILS),
-    ("lobert one seed", lobert.keeps_quality, _lobert(dense=(0.8,), modes={"self_svd": (0.8,)}), UNTESTABLE),
+    ("lobert none keep", lobert.keeps_quality, _lobert(modes={"self_svd": (0.75, 0.75), "ffn_svd": (0.70, 0.70)}), FAILS),
+    ("lobert one seed", lobert.keeps_quality, _lobert(dense=(0.8,), modes={"self_svd": (0.8,)}), INCONCLUSIVE),
+    ("lobert keep, no predictions", lobert.keeps_quality, _lobert(predictions=False), UNTESTABLE),
     ("lobert pkd helps", lobert.pkd_helps, _lobert(kd={"self_svd": (0.77, 0.77)}), HOLDS),
     ("lobert pkd no help", lobert.pkd_helps, _lobert(kd={"self_svd": (0.79, 0.79)}), FAILS),
-    ("lobert pkd one seed", lobert.pkd_helps, _lobert(kd={"self_svd": (0.70,)}), UNTESTABLE),
+    ("lobert pkd one seed", lobert.pkd_helps, _lobert(kd={"self_svd": (0.70,)}), INCONCLUSIVE),
+    ("lobert pkd, no predictions", lobert.pkd_helps, _lobert(kd={"self_svd": (0.77, 0.77)}, predictions=False),
+     UNTESTABLE),
     # Noach & Goldberg
     ("ng minimal loss", svd.minimal_loss, _svd(original=0.85), HOLDS),
-    ("ng big loss", svd.minimal_loss, _svd(original=0.87), FAILS),
+    ("ng big loss", svd.minimal_loss, _svd(original=0.90), FAILS),
+    ("ng minimal loss, no predictions", svd.minimal_loss, _svd(predictions=False), UNTESTABLE),
     ("ng 1.8x", svd.speedup, _svd(speedups=(2.0, 1.6)), HOLDS),
     ("ng 1.2x", svd.speedup, _svd(speedups=(1.3, 1.1)), FAILS),
     ("ng fd then kd", svd.fd_then_kd, _svd(), HOLDS),
-    ("ng kd alone", svd.fd_then_kd, _svd(cells={("svd", "kd"): (0.84, 0.84), ("svd", "fd"): (0.8, 0.8),
-                                                   ("svd", "fd+kd"): (0.842, 0.842)}), FAILS),
-    ("ng marian close", svd.seq2seq_bleu, _marian(29.5), HOLDS),
-    ("ng marian far", svd.seq2seq_bleu, _marian(25.0), FAILS),
-    ("ng tiny marian", svd.seq2seq_bleu, _marian(29.5, model="tiny-marian"), UNTESTABLE),
+    ("ng kd alone", svd.fd_then_kd, _svd(cells={("svd", "kd"): (0.84,) * 3, ("svd", "fd"): (0.8,) * 3,
+                                                   ("svd", "fd+kd"): (0.80,) * 3}), FAILS),
+    ("ng fd then kd, no predictions", svd.fd_then_kd, _svd(predictions=False), UNTESTABLE),
+    ("ng marian close", svd.seq2seq_bleu, _marian(0), HOLDS),
+    ("ng marian far", svd.seq2seq_bleu, _marian(40), FAILS),
+    ("ng tiny marian", svd.seq2seq_bleu, _marian(0, model="tiny-marian"), UNTESTABLE),
     ("ng probe only", svd.seq2seq_bleu, _svd(), UNTESTABLE),
-    # FWSVD
     ("fwsvd untrained", svd.fwsvd_untrained, _svd(), HOLDS),
-    ("fwsvd untrained tie", svd.fwsvd_untrained, _svd(untrained=((10, 0.70, 0.702), (20, 0.75, 0.80), (30, 0.8, 0.8))), FAILS),
-    ("fwsvd recovered", svd.fwsvd_after_recovery, _svd(), HOLDS),
-    ("fwsvd not recovered", svd.fwsvd_after_recovery, _svd(cells={("svd", "fd+kd"): (0.84, 0.84), ("fwsvd", "fd+kd"): (0.83, 0.83)}),
-     FAILS),
-    ("fwsvd compact 30 %", svd.fwsvd_compact, _svd(compact=((700, 0.845), (900, 0.85))), HOLDS),
-    ("fwsvd compact 5 %", svd.fwsvd_compact, _svd(compact=((700, 0.80), (950, 0.85))), FAILS),
-    ("fwsvd not compact", svd.fwsvd_compact, _svd(stored=110_000_000, compact=((70_000_000, 0.85),)), UNTESTABLE),
+    ("fwsvd untrained tie", svd.fwsvd_untrained, _svd(untrained=((10, 0.70, 0.70), (20, 0.75, 0.80), (30, 0.8, 0.8))), FAILS),
+    ("fwsvd recovered", svd.fwsvd_after_recovery, _svd(compact=(700, 0.87)), HOLDS),
+    ("fwsvd not recovered", svd.fwsvd_after_recovery, _svd(compact=(700, 0.83)), FAILS),
+    ("fwsvd compact 30 %", svd.fwsvd_compact, _svd(compact=(700, 0.85)), HOLDS),
+    ("fwsvd compact, big loss", svd.fwsvd_compact, _svd(compact=(700, 0.80)), FAILS),
+    ("fwsvd compact 5 %", svd.fwsvd_compact, _svd(compact=(950, 0.85)), UNTESTABLE),
+    ("fwsvd not compact", svd.fwsvd_compact, _svd(stored=110_000_000, compact=(70_000_000, 0.85)), UNTESTABLE),
     # offline
     ("offline ae best", offline.ae_beats, _offline_grid(ae=0.9), HOLDS),
     ("offline ae worst", offline.ae_beats, _offline_grid(ae=0.55), FAILS),
@@ -228,7 +284,12 @@ CASES = [
     ("offline joint same", offline.joint_helps, _offline_grid(concatenated_bonus=0.0), FAILS),
     ("offline ae fine-tuned", offline.ae_finetuned, _offline(ae=(0.80, 0.80)), HOLDS),
     ("offline ae loses", offline.ae_finetuned, _offline(ae=(0.70, 0.70)), FAILS),
-    ("offline one seed", offline.ae_finetuned, _offline(ae=(0.80,), factor=(0.75,)), UNTESTABLE),
+    ("offline one seed", offline.ae_finetuned, _offline(ae=(0.80,), factor=(0.75,)), INCONCLUSIVE),
+    ("offline ae close", offline.ae_finetuned, _offline(ae=(0.752, 0.748), factor=(0.75, 0.75)), INCONCLUSIVE),
+    ("offline joint fine-tuned", offline.joint_finetuned, _offline(separated=(0.70, 0.70)), HOLDS),
+    ("offline joint fine-tuned worse", offline.joint_finetuned, _offline(separated=(0.90, 0.90)), FAILS),
+    ("offline joint not fine-tuned", offline.joint_finetuned, _offline(), UNTESTABLE),
+    ("offline ae one seed offline", offline.ae_beats, _offline_grid(ae=0.9, seeds=1), INCONCLUSIVE),
     ("offline ppl", offline.ae_perplexity, _offline(ppl={"ae": 10.0, "svd": 12.0, "tucker": 11.0}), HOLDS),
     ("offline ppl worse", offline.ae_perplexity, _offline(ppl={"ae": 13.0, "svd": 12.0}), FAILS),
     ("offline no ppl", offline.ae_perplexity, _offline(), UNTESTABLE),
@@ -236,7 +297,10 @@ CASES = [
     ("comp faster", comp.faster, _composability(), HOLDS),
     ("comp slower", comp.faster, _composability(comp_t=(30, 30, None)), FAILS),
     ("comp better start", comp.better_start, _composability(), HOLDS),
-    ("comp same start", comp.better_start, _composability(comp_start=(0.605, 0.605, 0.7)), FAILS),
+    ("comp same start", comp.better_start, _composability(comp_start=(20, 20, 36)), FAILS),
+    ("comp old record", comp.faster, ComposabilityRecord.from_dict({**_meta(), "tracks": {"cls": {"runs": [
+        {"config": 0, "arm": "composability", "start_score": 0.7}, {"config": 0, "arm": "baseline", "start_score": 0.6}]}}}),
+     UNTESTABLE),
     ("comp t5 faster", comp.t5_faster, _composability(s2s_model="t5-small", s2s_task="multi30k"), HOLDS),
     ("comp t5 slower", comp.t5_faster, _composability(s2s_model="t5-small", s2s_task="multi30k",
                                                            s2s_times=((30, 30, 30), (20, 20, 20))), FAILS),
@@ -361,8 +425,9 @@ def test_comparison_checks_leave_out_tied_cells():
 
 def _offline_errors(ae_error):
     """One (module, CR, mode) cell scored by relative error (lower is better)."""
-    grid = [{"module": "key", "cr": 3, "mode": "separated", "method": m, "feasible": True, "rel_error": e,
-             "sentence_cosine": 0.5} for m, e in (("ae", ae_error), ("svd", 0.5), ("tucker", 0.6), ("kronecker", 0.7))]
+    grid = [{"module": "key", "cr": 3, "mode": "separated", "method": m, "feasible": True, "rel_error": e, "seed": s,
+             "sentence_cosine": 0.5} for m, e in (("ae", ae_error), ("svd", 0.5), ("tucker", 0.6), ("kronecker", 0.7))
+            for s in ((0, 1) if m == "ae" else (0,))]  # two autoencoder seeds: an interval (of width 0)
     return OfflineRecord.from_dict({**_meta(), "grid": grid})
 
 

@@ -275,7 +275,8 @@ def test_encoder_decoder_stacks_and_single_matrix_layers(tmp_path):
 
 def test_bert_base_counts_match_the_digest_table():
     """The methods digest's table (section 2.2), on a random-init BertConfig() built locally: every mode's
-    stored count from the shapes, and the three FALCON modes (cheap closed form) really compressed."""
+    stored count from the shapes, and the 4-D FALCON mode (cheap closed form, the most shared structure) really
+    compressed (plan and model agree for every mode on tiny-bert, above; one BERT-base mode keeps this test short)."""
     from transformers import BertConfig, BertModel
 
     cfg = BertConfig(vocab_size=64)  # BERT-base encoder sizes; a tiny vocabulary keeps the model quick to build
@@ -294,9 +295,8 @@ def test_bert_base_counts_match_the_digest_table():
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for mode in ("self_falconlayer", "self_falconvertical", "self_falcon_4d"):
-            report = lobert_compress(copy.deepcopy(model), mode)
-            biases = sum(m["params_before"] - m["shape"][0] * m["shape"][1] for m in report.modules)
-            assert report.params_after - biases == table[mode], mode
+        report = lobert_compress(model, "self_falcon_4d")
+        biases = sum(m["params_before"] - m["shape"][0] * m["shape"][1] for m in report.modules)
+        assert report.params_after - biases == table["self_falcon_4d"]
     finally:
         torch.set_num_threads(previous)

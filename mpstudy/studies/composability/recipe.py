@@ -49,7 +49,7 @@ from ...prune import (
     pruning_scheme,
     scheme_size,
 )
-from ...records import write_json_atomic
+from ...records import atomic_file, write_json_atomic
 from ...tasks import load_task, load_test_split, make_collate
 from ...train import (
     TrainConfig,
@@ -635,7 +635,9 @@ def run_prune_step(args) -> Any:
         history = stats.get("history", [])
         keys = ("train_loss", "val_loss") if history and "val_loss" in history[0] else ("loss", "dev_loss")
         ax = plot_loss_curves(history, *keys, title=Path(args.stats).name)
-        ax.figure.savefig(args.out, dpi=120, bbox_inches="tight")
+        out = Path(args.out)
+        with atomic_file(out) as tmp:  # a killed run leaves the old figure or the new one, never half a file
+            ax.figure.savefig(tmp, dpi=120, bbox_inches="tight", format=out.suffix.lstrip(".").lower() or "png")
         summary = {"out": str(args.out), "points": len(history)}
     else:  # pragma: no cover - argparse restricts the choices
         raise ValueError(f"unknown step {step!r}")

@@ -29,8 +29,11 @@ def _none_if_nan(value: Any) -> Any:
 
 @dataclass
 class ConfigurationRow(Row):
-    """One configuration fine-tuned from one arm's starting point: its score before and at best, and
-    the steps and seconds to the target (None: not reached; NaN from a DataFrame is read as None)."""
+    """One configuration fine-tuned from one arm's starting point (with one ``seed``; None in records from
+    before the campaign, which held one seed and no predictions): its score before and at the end, the steps
+    and seconds to the target (None: not reached; NaN from a DataFrame is read as None), ``censored_s`` (the
+    time to the target with the tuning share, or the whole budget's time when it was not reached: a lower
+    bound) and the dev predictions as composed and after fine-tuning (``test_predictions``: on the test split)."""
 
     LABELS: ClassVar[dict[str, tuple]] = {"arm": ARMS}
     config: int
@@ -49,6 +52,13 @@ class ConfigurationRow(Row):
     nonzero_params: int | None = None
     train_s: float | None = None
     tune_share_s: float | None = None
+    seed: int | None = None
+    reached: bool | None = None
+    censored_s: float | None = None
+    final_score: float | None = None
+    start_predictions: list | None = None
+    predictions: list | None = None
+    test_predictions: list | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,6 +82,12 @@ class Track(Row):
     scheme: dict[str, Any] | None = None
     module_tuning: dict[str, Any] | None = None
     histories: list[dict[str, Any]] = field(default_factory=list)
+    references: list | None = None  #: dev references, in the order of the runs' predictions
+    test_references: list | None = None
+    #: the teacher's dev predictions (seed as a string -> predictions: one dense model per seed on the cls
+    #: track, one teacher on the s2s track) and, for s2s, its ``test`` predictions
+    teacher_predictions: dict[str, list] | None = None
+    trivial: float | None = None  #: the trivial predictor's dev score (a run at or below it collapsed)
 
 
 @dataclass

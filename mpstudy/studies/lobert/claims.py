@@ -1,22 +1,33 @@
 """LoBERT's claims (Park et al., 2021; a code release without published results) and the rules that
-judge them on study 02's typed records (:class:`~mpstudy.studies.lobert.record.LobertRecord`)."""
+judge them on study 02's typed records (:class:`~mpstudy.studies.lobert.record.LobertRecord`).
+
+The quality claims decide by intervals (:func:`mpstudy.stats.band` through
+:func:`~mpstudy.studies.verdicts.from_band`) on the record's dev predictions: each student against its
+teacher (the dense baseline of the same seed), KD + PKD against KD alone (same mode, paired by seed), so
+"holds" means the whole 95 % interval is on the claim's side, one seed is always inconclusive, and a
+record without predictions (written before the campaign) is "not testable". The kept fraction is a count.
+"""
 from __future__ import annotations
 
+from typing import Any
+
+from ...stats import band, paired_difference
 from ..verdicts import (
     BEATS,
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     MINIMAL_LOSS,
     UNTESTABLE,
     Claim,
     Finding,
-    mean,
     pts,
 )
 from .record import (
     DEFAULT_BUDGET,
     DENSE,
     KD,
+    KD_PKD,
     LOBERT_STUDY,
     LOSS_ABLATION,
     MAIN,
@@ -24,23 +35,41 @@ from .record import (
     LobertRecord,
 )
 
-__all__ = ["main_means", "half_kept", "keeps_quality", "pkd_helps", "CLAIMS"]
+__all__ = ["half_kept", "keeps_quality", "pkd_helps", "RESAMPLES", "CLAIMS"]
 
 PAPER = "park2021lobert"
 DEMO_MODE = "self_svd"  #: the mode of LoBERT's README demo
+#: the bootstrap resamples of every interval a rule computes, seeded, so the same record gives the same verdict
+RESAMPLES = 2000
+
+_NO_PREDICTIONS = ("this record holds no dev predictions (written before the campaign recorded them), so the "
+                   "difference has no interval; re-run the cpu profile")
 
 
-def main_means(record: LobertRecord) -> tuple[dict[str, float], int]:
-    """Mean score per mode of the main grid (default budget, KD + PKD, pre-trained start), and the seed count."""
-    main = record.main_runs()
-    modes = dict.fromkeys(r.mode for r in main)
-    means = {m: mean([r.score for r in main if r.mode == m]) for m in modes}
-    return means, len({r.seed for r in main})
+def _one(preds: dict[int, list]) -> Any:
+    """What :mod:`mpstudy.stats` takes: the seed mapping with 2+ seeds, the one list with one seed."""
+    return preds if len(preds) > 1 else next(iter(preds.values()))
+
+
+def _interval(diff) -> str:
+    return f"{pts(diff.estimate)} [{pts(diff.low)}, {pts(diff.high)}]"
+
+
+def _tally(verdicts: dict[str, str], half: bool = False) -> str:
+    """Most cells hold (``half``: at least half): holds; most do not hold: does not hold; otherwise inconclusive."""
+    n = len(verdicts)
+    holding = sum(v == HOLDS for v in verdicts.values())
+    if holding > n / 2 or (half and holding >= n / 2):
+        return HOLDS
+    if sum(v == FAILS for v in verdicts.values()) > n / 2:
+        return FAILS
+    return INCONCLUSIVE
 
 
 def half_kept(records: list[LobertRecord]) -> Finding:
     rule = ("holds if the demo's student (self_svd at its default budget) keeps between 45 % and 55 % of the weights "
-            "it replaces (the claim: 'compression rate is 50 % by default'); the whole model's ratio is reported beside")
+            "it replaces (the claim: 'compression rate is 50 % by default'); the whole model's ratio is reported "
+            "beside")
     record = records[-1]
     rows = [d for d in record.decompositions if d.mode == DEMO_MODE and d.budget == DEFAULT_BUDGET and d.fit == SVD_FIT]
     if not rows:
@@ -52,39 +81,61 @@ def half_kept(records: list[LobertRecord]) -> Finding:
 
 
 def keeps_quality(records: list[LobertRecord]) -> Finding:
-    rule = ("holds if at least half of the student modes, each at its default budget and trained with KD + PKD, score "
-            "within 2 points of the dense student trained by the same recipe (means over 2+ seeds)")
+    rule = ("per student mode of the main grid (KD + PKD, factorized from the pre-trained model): the 95 % interval "
+            "of the paired dev-score difference student - teacher (the dense baseline of each seed, same examples) "
+            "against -2 points; holds if at least half of the modes hold (whole interval above), does not hold if most "
+            "do not (whole interval below; a collapsed student does not hold), inconclusive otherwise or from one seed")
     record = records[-1]
-    means, seeds = main_means(record)
-    dense = means.pop(DENSE)
-    kept = [m for m, v in means.items() if v >= dense - MINIMAL_LOSS]
-    worst = min(means, key=means.get)
-    measured = (f"{len(kept)} of {len(means)} modes within 2 points of the dense student ({dense:.3f}): "
-                f"{', '.join(f'{m} {pts(means[m] - dense)}' for m in kept) or 'none'}; worst {worst} "
-                f"{pts(means[worst] - dense)}")
-    if seeds < 2:
-        return Finding(UNTESTABLE, f"one seed; {measured}", rule, record.scale)
-    verdict = HOLDS if len(kept) >= len(means) / 2 else FAILS
-    return Finding(verdict, measured + f"; {seeds} seeds", rule, record.scale)
+    main = [r for r in record.main_runs() if r.mode != DENSE]
+    if not main:
+        return Finding(UNTESTABLE, "the record has no factorized student in its main grid", rule, record.scale)
+    teacher = record.teacher_predictions()
+    cells = {}
+    for r in main:
+        cells.setdefault((r.mode, r.budget), []).append(r)
+    preds = {cell: record.run_predictions(runs) for cell, runs in cells.items()}
+    if teacher is None or any(p is None for p in preds.values()):
+        return Finding(UNTESTABLE, _NO_PREDICTIONS, rule, record.scale)
+    verdicts, parts = {}, []
+    for (mode, budget), p in preds.items():
+        seeds = sorted(set(p) & set(teacher))
+        if not seeds:
+            return Finding(UNTESTABLE, f"{mode} shares no seed with the teacher: nothing to pair", rule, record.scale)
+        diff = paired_difference(record.task, _one({s: p[s] for s in seeds}), _one({s: teacher[s] for s in seeds}),
+                                 record.references, resamples=RESAMPLES)
+        verdicts[mode] = band(diff, -MINIMAL_LOSS, "at least").verdict
+        label = f"{mode}" + ("" if budget == DEFAULT_BUDGET else f" ({budget})")
+        down = " (collapsed)" if any(r.collapsed for r in cells[(mode, budget)]) else ""
+        parts.append(f"{label}{down} {_interval(diff)} over {len(seeds)} seed(s): {verdicts[mode]}")
+    measured = "student - teacher: " + "; ".join(parts)
+    return Finding(_tally(verdicts, half=True), measured, rule, record.scale)
 
 
 def pkd_helps(records: list[LobertRecord]) -> Finding:
-    rule = ("holds if, for most ablation modes, KD + PKD beats KD alone by more than 0.5 points (means over 2+ "
-            "ablation seeds, students factorized from the pre-trained model)")
+    rule = ("per ablation mode: the 95 % interval of the paired dev-score difference KD + PKD - KD alone (same mode, "
+            "budget and start, seed by seed, same examples) against +0.5 points; holds if most modes hold (whole "
+            "interval above), does not hold if most do not (whole interval below), inconclusive otherwise or from "
+            "one seed")
     record = records[-1]
     kd = [r for r in record.runs if r.part == LOSS_ABLATION and r.loss == KD]
-    seeds = sorted({r.seed for r in kd})
-    diffs = {}
-    for mode in dict.fromkeys(r.mode for r in kd):
-        with_pkd = [r.score for r in record.runs if r.part == MAIN and r.mode == mode and r.seed in seeds]
-        diffs[mode] = mean(with_pkd) - mean([r.score for r in kd if r.mode == mode])
-    measured = "KD + PKD minus KD: " + ", ".join(f"{m} {pts(d)}" for m, d in diffs.items())
-    if len(seeds) < 2:
-        return Finding(UNTESTABLE, f"{measured}, over {len(seeds)} ablation seed(s); needs 2+ (the gpu profile runs 3)",
-                       rule, record.scale)
-    wins = sum(d > BEATS for d in diffs.values())
-    verdict = HOLDS if wins > len(diffs) / 2 else FAILS
-    return Finding(verdict, f"{measured}, over {len(seeds)} seeds", rule, record.scale)
+    if not kd:
+        return Finding(UNTESTABLE, "the record has no KD-only student (the PKD ablation was not run)", rule,
+                       record.scale)
+    verdicts, parts = {}, []
+    for mode, budget in dict.fromkeys((r.mode, r.budget) for r in kd):
+        alone = record.run_predictions([r for r in kd if (r.mode, r.budget) == (mode, budget)])
+        with_pkd = record.run_predictions([r for r in record.runs if r.part == MAIN and r.loss == KD_PKD
+                                           and (r.mode, r.budget) == (mode, budget) and r.fit == SVD_FIT])
+        if alone is None or with_pkd is None or record.references is None:
+            return Finding(UNTESTABLE, _NO_PREDICTIONS, rule, record.scale)
+        seeds = sorted(set(alone) & set(with_pkd))
+        if not seeds:
+            return Finding(UNTESTABLE, f"{mode}: KD and KD + PKD share no seed", rule, record.scale)
+        diff = paired_difference(record.task, _one({s: with_pkd[s] for s in seeds}), _one({s: alone[s] for s in seeds}),
+                                 record.references, resamples=RESAMPLES)
+        verdicts[mode] = band(diff, BEATS, "at least").verdict
+        parts.append(f"{mode} {_interval(diff)} over {len(seeds)} seed(s): {verdicts[mode]}")
+    return Finding(_tally(verdicts), "KD + PKD - KD: " + "; ".join(parts), rule, record.scale)
 
 
 def _claim(text: str, source: str, check) -> Claim:
@@ -93,7 +144,7 @@ def _claim(text: str, source: str, check) -> Claim:
 
 CLAIMS: list[Claim] = [
     _claim("The default compression rate is 50 %.", "README (demo)", half_kept),
-    _claim("Low-rank factorized students (SVD, Tucker, FALCON) trained with KD + PKD keep BERT's quality.",
+    _claim("Low-rank factorized students (SVD, Tucker, FALCON) trained with KD + PKD keep their teacher's quality.",
            "README (the project's premise; no results published)", keeps_quality),
     _claim("The patience loss (PKD) helps the factorized student beyond KD.",
            "code (PKD-based training; no results published)", pkd_helps),

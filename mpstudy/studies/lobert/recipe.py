@@ -2,9 +2,11 @@
 
 The pipeline of the original (SNU Data Mining Lab; methods digest, section 2):
 
-1. fine-tune the teacher (the dense model) on the task (:func:`mpstudy.baselines.finetuned_baseline`);
+1. fine-tune the teacher (the dense model) on the task; in the study, the shared dense baseline of each
+   seed (:mod:`mpstudy.studies.dense`);
 2. cache its logits and per-layer ``[CLS]`` states on the training rows once
-   (:func:`mpstudy.distill.teacher_outputs`);
+   (:func:`mpstudy.distill.teacher_outputs`; the study's units, :mod:`~mpstudy.studies.lobert.units`, do it
+   inside a unit only);
 3. build the student: the **pre-trained** model (LoBERT's choice; the fine-tuned teacher is the
    alternative, ``init="teacher"``) with the weights of one mode factorized (:func:`lobert_compress`);
 4. train the whole student with ``(1 - alpha) CE + alpha KD + beta PKD``

@@ -4,7 +4,7 @@ cost, and one row per training run (part of the study x mode x budget x loss x s
 The labels of each field are the constants below (the modes are the registered ones,
 :data:`mpstudy.methods.lobert.LOBERT_MODES`, plus ``dense``); a row with any other label is refused
 when the record is built. Budgets are free text (``"keep=0.25"``, ``"k=2"``) except
-:data:`DEFAULT_BUDGET`, the one the claims read.
+:data:`DEFAULT_BUDGET`, LoBERT's own (the one the claim on the default compression rate reads).
 """
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ class LobertRun(Row):
     family: str | None = None
     steps: int | None = None
     train_seconds: float | None = None
+    predictions: list | None = None  #: dev predictions in the record's ``references`` order (None before the campaign)
+    collapsed: bool | None = None  #: score within the majority-class predictor's interval
 
 
 @dataclass
@@ -90,7 +92,13 @@ class StudentCost(Row):
 
 @dataclass
 class LobertRecord(StudyRecord):
-    """Study 02's record: ``runs`` (every student trained), ``decompositions``, ``cost`` and the teacher."""
+    """Study 02's record: ``runs`` (every student trained), ``decompositions``, ``cost``, the ``teacher``
+    and the dev ``references``.
+
+    Since the campaign the teacher is the shared dense baseline of each seed: ``teacher`` holds
+    ``predictions`` (seed, as a string key in JSON -> dev predictions), ``scores`` and ``units``; every run
+    holds its dev ``predictions``, so the claims decide by paired intervals. Records from before (one
+    teacher trained by the study, scores only) still load; their claims read "not testable"."""
 
     STUDY = LOBERT_STUDY
     ROWS: ClassVar[dict[str, type]] = {"runs": LobertRun, "decompositions": Decomposition, "cost": StudentCost}
@@ -98,8 +106,29 @@ class LobertRecord(StudyRecord):
     decompositions: list[Decomposition] = field(default_factory=list)
     cost: list[StudentCost] = field(default_factory=list)
     teacher: dict[str, Any] | None = None
+    references: list | None = None
 
     def main_runs(self) -> list[LobertRun]:
-        """The main grid: each mode at its default budget, KD + PKD, factorized from the pre-trained model."""
-        return [r for r in self.runs if r.part == MAIN and r.budget == DEFAULT_BUDGET and r.loss == KD_PKD
-                and r.init == PRETRAINED and r.fit == SVD_FIT]
+        """The main grid: each mode at its main budget (LoBERT's unless the run chose another), KD + PKD,
+        factorized in closed form from the pre-trained model."""
+        return [r for r in self.runs
+                if r.part == MAIN and r.loss == KD_PKD and r.init == PRETRAINED and r.fit == SVD_FIT]
+
+    def teacher_predictions(self) -> dict[int, list] | None:
+        """seed -> the teacher's dev predictions, or None (a record from before the campaign)."""
+        preds = (self.teacher or {}).get("predictions")
+        if not preds or self.references is None:
+            return None
+        return {int(s): p for s, p in preds.items()}
+
+    @staticmethod
+    def run_predictions(runs: list[LobertRun]) -> dict[int, list] | None:
+        """seed -> dev predictions of ``runs`` (one cell of the grid), or None when one of them has none."""
+        if not runs or any(r.predictions is None for r in runs):
+            return None
+        return {int(r.seed): r.predictions for r in runs}
+
+    @property
+    def task(self) -> str:
+        """The task the scores are of (the record's ``task`` parameter)."""
+        return str(self.parameters.get("task", self.provenance.get("task", "")))

@@ -1,12 +1,16 @@
-"""Offline compression (Banaei et al., 2023): autoencoder, Kronecker, Tucker, SVD, pruning, no fine-tuning.
+"""Offline compression (Banaei et al., 2023): autoencoder, Kronecker, Tucker, SVD, pruning of the pre-trained
+weights without task data, then fine-tuned like an ordinary model.
 
-The notebook of this study calls only what this package exports: the recipe, the typed results
-record it writes (``record``) and, through ``claims``, the rules that judge the paper's claims."""
+The notebook of this study calls only what this package exports: the recipe, the campaign units
+(``units``: the offline grid and the fine-tuned models), the typed results record it writes
+(``record``) and, through ``claims``, the rules that judge the paper's claims."""
 from .recipe import *  # noqa: F401,F403
 from .recipe import __all__ as _recipe_all
 
 from .record import *  # noqa: F401,F403
 from .record import __all__ as _record_all
+from .units import *  # noqa: F401,F403
+from .units import __all__ as _units_all
 from . import claims  # noqa: F401  (the paper's claims: mpstudy.studies.offline.claims)
 
-__all__ = list(_recipe_all) + list(_record_all) + ["claims"]
+__all__ = list(_recipe_all) + list(_record_all) + list(_units_all) + ["claims"]

@@ -1,23 +1,33 @@
 """The claims of Noach & Goldberg (2020, SVD + feature distillation + KD) and of Hsu et al. (2022,
 Fisher-weighted SVD), and the rules that judge them on study 03's typed records
-(:class:`~mpstudy.studies.svd_distillation.record.SvdDistillRecord`)."""
+(:class:`~mpstudy.studies.svd_distillation.record.SvdDistillRecord`).
+
+Since the campaign (issue 19) every rule that compares scores decides by the 95 % interval of a paired
+difference on the record's predictions (:func:`mpstudy.stats.paired_difference`, seed by seed, same dev
+examples; BLEU as a whole-corpus metric of each resample of test sentences) through
+:func:`mpstudy.stats.band`; a record without predictions (written before the campaign) is "not testable".
+The speed-up is read from the latency curve as before."""
 from __future__ import annotations
 
+from typing import Any
+
+from ...stats import band, paired_difference
 from ..verdicts import (
     BEATS,
     COMPARABLE,
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     MINIMAL_LOSS,
     UNTESTABLE,
     Claim,
     Finding,
+    from_band,
     mean,
     pts,
 )
 from .record import (
     FD_KD,
-    FD_ONLY,
     FWSVD,
     KD_ONLY,
     NO_RECOVERY,
@@ -28,7 +38,7 @@ from .record import (
 )
 
 __all__ = ["recovery_means", "minimal_loss", "speedup", "fd_then_kd", "seq2seq_bleu", "fwsvd_untrained",
-           "fwsvd_after_recovery", "fwsvd_compact", "COMPACT_PARAMS", "CLAIMS"]
+           "fwsvd_after_recovery", "fwsvd_compact", "COMPACT_PARAMS", "RESAMPLES", "CLAIMS"]
 
 NOACH, HSU = "noach2020", "hsu2022fwsvd"
 COMPACT_PARAMS = 30_000_000  #: a model below this many stored parameters counts as "already compact" (BERT-base — 110M)
@@ -42,21 +52,55 @@ def recovery_means(record: SvdDistillRecord) -> tuple[dict[tuple[str, str], floa
     return means, len({r.seed for r in trained})
 
 
+RESAMPLES = 2000  #: the bootstrap resamples of every interval a rule computes (seeded: same record, same verdict)
+
+_NO_PREDICTIONS = ("this record holds no predictions (written before the campaign recorded them), so the "
+                   "difference has no interval; re-run the cpu profile")
+
+
+def _one(preds: dict) -> Any:
+    """What :mod:`mpstudy.stats` takes: the seed mapping with 2+ seeds, the one list with one seed."""
+    return preds if len(preds) > 1 else next(iter(preds.values()))
+
+
+def _interval(diff, scale: float = 100.0, unit: str = "pts") -> str:
+    return f"{scale * diff.estimate:+.1f} [{scale * diff.low:+.1f}, {scale * diff.high:+.1f}] {unit}"
+
+
+def _paired(record: SvdDistillRecord, a: dict | None, b: dict | None, threshold: float, rule: str, what: str,
+            fallback: str) -> Finding:
+    """The verdict on ``a - b >= threshold`` from the paired difference over the seeds both have (seed by
+    seed) and the dev examples; "not testable" when either side has no predictions."""
+    if a is None or b is None:
+        return Finding(UNTESTABLE, f"{fallback}, but {_NO_PREDICTIONS}", rule, record.scale)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return Finding(UNTESTABLE, f"{what}: the two sides share no seed", rule, record.scale)
+    diff = paired_difference(record.task, _one({s: a[s] for s in seeds}), _one({s: b[s] for s in seeds}),
+                             record.references, resamples=RESAMPLES)
+    return from_band(band(diff, threshold, "at least"),
+                     f"{what} = {_interval(diff)} over {len(seeds)} seed(s) (paired by {diff.paired_by})",
+                     rule, record.scale)
+
+
 def minimal_loss(records: list[SvdDistillRecord]) -> Finding:
-    rule = ("holds if SVD followed by feature distillation then KD (the paper's recipe) scores within 2 points of the "
-            "fine-tuned original, at the study's budget (means over 2+ seeds)")
+    rule = ("holds if the whole 95 % interval of the paired dev-score difference SVD + FD + KD - the dense original "
+            "(its own dense model seed by seed, same examples) is above -2 points; does not hold if the whole "
+            "interval is below; inconclusive otherwise or from one seed")
     record = records[-1]
-    means, seeds = recovery_means(record)
-    original, ours, paper = record.original_score(), record.our_budget, record.paper_budget
-    gap = means[(SVD, FD_KD)] - original
-    measured = (f"SVD + FD + KD {means[(SVD, FD_KD)]:.3f} vs original {original:.3f} ({pts(gap)}); rank "
-                f"{ours.rank} keeps {ours.targeted_kept:.1%} of the factorized weights, "
-                f"{ours.whole_kept:.1%} of the model (the paper's r = {paper.rank}: "
-                f"{paper.targeted_kept:.1%} and {paper.whole_kept:.1%} of BERT-base)")
-    if seeds < 2:
-        return Finding(UNTESTABLE, f"one seed; {measured}", rule, record.scale)
-    verdict = HOLDS if gap >= -MINIMAL_LOSS else FAILS
-    return Finding(verdict, f"{measured}; {seeds} seeds", rule, record.scale)
+    means, _ = recovery_means(record)
+    ours, paper = record.our_budget, record.paper_budget
+    budget = (f"rank {ours.rank} keeps {ours.targeted_kept:.1%} of the factorized weights, {ours.whole_kept:.1%} of "
+              f"the model (the paper's r = {paper.rank}: {paper.targeted_kept:.1%} and {paper.whole_kept:.1%} of "
+              "BERT-base)")
+    fallback = (f"mean SVD + FD + KD {means.get((SVD, FD_KD), float('nan')):.3f} vs original "
+                f"{record.original_score():.3f}; {budget}")
+    finding = _paired(record, record.predictions(SVD, FD_KD), record.dense_predictions(), -MINIMAL_LOSS, rule,
+                      "SVD + FD + KD - dense", fallback)
+    if finding.verdict == UNTESTABLE:
+        return finding
+    return Finding(finding.verdict, f"{finding.measured}; {budget}", rule, record.scale, finding.interval,
+                   finding.detectable)
 
 
 def speedup(records: list[SvdDistillRecord]) -> Finding:
@@ -81,80 +125,109 @@ def speedup(records: list[SvdDistillRecord]) -> Finding:
 
 
 def fd_then_kd(records: list[SvdDistillRecord]) -> Finding:
-    rule = ("holds if, for plain SVD at the budget, FD then KD beats KD alone by more than 0.5 points (means over "
-            "2+ seeds; FD then KD trains twice the steps)")
+    rule = ("holds if, for plain SVD at the budget, the whole 95 % interval of the paired dev-score difference FD then "
+            "KD - KD alone (same seed: same factorized model, same training rows; same examples) is above 0; does not "
+            "hold if it is below; inconclusive otherwise or from one seed (FD then KD trains twice the steps)")
     record = records[-1]
-    means, seeds = recovery_means(record)
-    gain = means[(SVD, FD_KD)] - means[(SVD, KD_ONLY)]
-    measured = (f"FD then KD {means[(SVD, FD_KD)]:.3f} vs KD {means[(SVD, KD_ONLY)]:.3f} ({pts(gain)}); FD "
-                f"alone {means[(SVD, FD_ONLY)]:.3f}")
-    if seeds < 2:
-        return Finding(UNTESTABLE, f"one seed; {measured}", rule, record.scale)
-    verdict = HOLDS if gain > BEATS else FAILS
-    return Finding(verdict, f"{measured}; {seeds} seeds", rule, record.scale)
+    means, _ = recovery_means(record)
+    fallback = (f"means FD then KD {means.get((SVD, FD_KD), float('nan')):.3f} vs KD "
+                f"{means.get((SVD, KD_ONLY), float('nan')):.3f}")
+    return _paired(record, record.predictions(SVD, FD_KD), record.predictions(SVD, KD_ONLY), BEATS, rule,
+                   "SVD: FD then KD - KD alone", fallback)
 
 
 def seq2seq_bleu(records: list[SvdDistillRecord]) -> Finding:
-    rule = ("testable only with BLEU rows of a pre-trained encoder-decoder (not a tiny random-init model); holds if "
-            "FD then KD is within 1 BLEU point of the original")
+    rule = ("testable only with test-set translations of a trained encoder-decoder (not a tiny random-init model); "
+            "holds if the whole 95 % interval of the paired BLEU difference FD then KD - the original (whole-corpus "
+            "BLEU of each resample of sentences, each recovery seed paired with the one teacher) is above -1 BLEU "
+            "point; does not hold if the whole interval is below; inconclusive otherwise or from one seed")
     record = records[-1]
     params, s2s = record.parameters, record.seq2seq
-    model, task, rows = str(params.get("s2s_model")), params.get("s2s_task"), s2s.rows
+    model, task = str(params.get("s2s_model", params.get("s2s_model_name"))), params.get("s2s_task",
+                                                                                          params.get("s2s_task_name"))
+    rows = s2s.rows
     if not rows or model.startswith("tiny-"):
         probe = s2s.probe or {}
         timing = (f"; one training epoch would take {probe['epoch_seconds']:.0f} s here" if probe.get("epoch_seconds")
                   else "")
-        return Finding(UNTESTABLE,
-                       f"seq2seq {params.get('s2s_mode')} on {model} / {task}: {len(rows)} BLEU rows{timing}; needs "
-                       "the gpu profile (Helsinki-NLP/opus-mt-en-de on Multi30K)", rule, record.scale)
-    bleu = {r.plan: r.bleu for r in rows}
-    gap = bleu[FD_KD] - bleu[ORIGINAL]
-    verdict = HOLDS if gap >= -1.0 else FAILS
-    return Finding(verdict, f"{model} on {task}: BLEU {bleu[ORIGINAL]:.1f} -> {bleu[NO_RECOVERY]:.1f} factorized -> "
-                            f"{bleu[FD_KD]:.1f} after FD then KD", rule, record.scale)
+        return Finding(UNTESTABLE, f"seq2seq on {model} / {task}: {len(rows)} BLEU rows{timing}; needs a trained "
+                                   "encoder-decoder", rule, record.scale)
+    bleu = {}
+    for r in rows:
+        bleu.setdefault(r.plan, []).append(r.bleu)
+    summary = ", ".join(f"{p} {mean(v):.1f}" for p, v in bleu.items())
+    original, recovered = s2s.predictions(ORIGINAL), s2s.predictions(FD_KD)
+    if original is None or recovered is None or not isinstance(recovered, dict):
+        return Finding(UNTESTABLE, f"{model} on {task}: BLEU {summary}, but {_NO_PREDICTIONS}", rule, record.scale)
+    seeds = sorted(recovered)
+    diff = paired_difference(s2s.task or str(task), _one(recovered), _one({s: original for s in seeds}),
+                             s2s.references, metric="bleu", resamples=RESAMPLES)
+    return from_band(band(diff, -1.0, "at least"), f"{model} on {task}: BLEU {summary}; FD then KD - original = "
+                     f"{_interval(diff, 1.0, 'BLEU')} over {len(seeds)} recovery seed(s)", rule, record.scale)
 
 
 def fwsvd_untrained(records: list[SvdDistillRecord]) -> Finding:
-    rule = ("holds if, without any training, FWSVD scores more than 0.5 points above plain SVD at the same rank at most "
-            "of the budgets swept (no recovery is deterministic: one run per budget)")
+    rule = ("holds if, without any training, the whole 95 % interval of the paired dev-score difference FWSVD - plain "
+            "SVD at the same rank (seed by seed, same examples) is above +0.5 points at most of the budgets swept; does "
+            "not hold if it is below at most of them; inconclusive otherwise")
     record = records[-1]
     sweep = [r for r in record.sweep if r.plan == NO_RECOVERY]
-    ranks = sorted({r.rank for r in sweep})
-    score = {(r.method, r.rank): r.score for r in sweep}
-    diffs = {k: score[(FWSVD, k)] - score[(SVD, k)] for k in ranks if (FWSVD, k) in score and (SVD, k) in score}
-    wins = sum(d > BEATS for d in diffs.values())
-    verdict = HOLDS if diffs and wins > len(diffs) / 2 else FAILS
-    return Finding(verdict, f"FWSVD minus SVD, untrained, at ranks {', '.join(map(str, diffs))}: "
-                            f"{', '.join(pts(d) for d in diffs.values())}", rule, record.scale)
+    keys = sorted({(r.keep, r.rank) for r in sweep}, key=lambda k: -(k[1] or 0))
+    if record.references is None or any(r.predictions is None for r in sweep) or not sweep:
+        score = {(r.method, r.rank): r.score for r in sweep}
+        diffs = [score.get((FWSVD, k), float("nan")) - score.get((SVD, k), float("nan")) for _, k in keys]
+        return Finding(UNTESTABLE, f"FWSVD minus SVD, untrained, at ranks {', '.join(str(k) for _, k in keys)}: "
+                                   f"{', '.join(pts(d) for d in diffs)}, but {_NO_PREDICTIONS}", rule, record.scale)
+    verdicts, parts = [], []
+    for keep, rank in keys:
+        side = {m: {int(r.seed): r.predictions for r in sweep if (r.method, r.keep, r.rank) == (m, keep, rank)}
+                for m in (FWSVD, SVD)}
+        seeds = sorted(set(side[FWSVD]) & set(side[SVD]))
+        if not seeds:
+            continue
+        diff = paired_difference(record.task, _one({s: side[FWSVD][s] for s in seeds}),
+                                 _one({s: side[SVD][s] for s in seeds}), record.references, resamples=RESAMPLES)
+        verdicts.append(band(diff, BEATS, "at least").verdict)
+        parts.append(f"rank {rank}: {_interval(diff)}")
+    n = len(verdicts)
+    verdict = (HOLDS if verdicts.count(HOLDS) > n / 2 else FAILS if verdicts.count(FAILS) > n / 2 else INCONCLUSIVE)
+    return Finding(verdict, f"FWSVD - SVD, untrained: {'; '.join(parts)} ({verdicts.count(HOLDS)} of {n} above +0.5 pts, "
+                            f"{verdicts.count(FAILS)} below)", rule, record.scale)
 
 
 def fwsvd_after_recovery(records: list[SvdDistillRecord]) -> Finding:
-    rule = "holds if, after FD then KD at the budget, FWSVD's mean score exceeds plain SVD's (means over 2+ seeds)"
+    rule = ("holds if, after FD then KD at the budget, the whole 95 % interval of the paired dev-score difference "
+            "FWSVD - plain SVD (seed by seed, same examples) is above +0.5 points; does not hold if it is below; "
+            "inconclusive otherwise or from one seed")
     record = records[-1]
-    means, seeds = recovery_means(record)
-    gap = means[(FWSVD, FD_KD)] - means[(SVD, FD_KD)]
-    measured = f"FWSVD {means[(FWSVD, FD_KD)]:.3f} vs SVD {means[(SVD, FD_KD)]:.3f} ({pts(gap)})"
-    if seeds < 2:
-        return Finding(UNTESTABLE, f"one seed; {measured}", rule, record.scale)
-    verdict = HOLDS if gap > 0 else FAILS
-    return Finding(verdict, f"{measured}; {seeds} seeds", rule, record.scale)
+    means, _ = recovery_means(record)
+    fallback = (f"means FWSVD {means.get((FWSVD, FD_KD), float('nan')):.3f} vs SVD "
+                f"{means.get((SVD, FD_KD), float('nan')):.3f}")
+    return _paired(record, record.predictions(FWSVD, FD_KD), record.predictions(SVD, FD_KD), BEATS, rule,
+                   "FD then KD: FWSVD - SVD", fallback)
 
 
 def fwsvd_compact(records: list[SvdDistillRecord]) -> Finding:
-    rule = ("testable on an already compact model (< 30M stored parameters); holds if some budget of FWSVD + FD + KD "
-            "removes at least 9 % of the model's parameters within 1 point of the original (the sweep: first seed)")
+    rule = ("testable on an already compact model (< 30M stored parameters) whose FWSVD + FD + KD cell removes at "
+            "least 9 % of its parameters; holds if the whole 95 % interval of the paired dev-score difference "
+            "FWSVD + FD + KD - dense (seed by seed, same examples) is above -1 point; does not hold if it is below; "
+            "inconclusive otherwise or from one seed")
     record = records[-1]
     dense = record.baseline["params"]["stored"]
-    original = record.original_score()
     if dense >= COMPACT_PARAMS:
         return Finding(UNTESTABLE, f"{record.parameters.get('model')} has {dense / 1e6:.0f}M parameters: not a compact "
                        "model (the cpu profile's all-MiniLM-L6-v2, 23M, is)", rule, record.scale)
-    rows = sorted((r for r in record.sweep if r.method == FWSVD and r.plan == FD_KD), key=lambda r: r.model_params)
-    points = [(1 - r.model_params / dense, r.score - original) for r in rows]
-    good = [cut for cut, gap in points if gap >= -COMPARABLE]
-    verdict = HOLDS if good and max(good) >= 0.09 else FAILS
-    return Finding(verdict, f"original {original:.3f}, {dense / 1e6:.1f}M parameters; FWSVD + FD + KD: "
-                            + ", ".join(f"{cut:.0%} fewer {pts(gap)}" for cut, gap in points), rule, record.scale)
+    rows = [r for r in record.grid if (r.method, r.plan) == (FWSVD, FD_KD)]
+    if not rows or rows[0].model_params is None:
+        return Finding(UNTESTABLE, "no FWSVD + FD + KD cell in the record", rule, record.scale)
+    cut = 1 - rows[0].model_params / dense
+    if cut < 0.09:
+        return Finding(UNTESTABLE, f"the FWSVD + FD + KD cell removes {cut:.1%} of the parameters, less than the "
+                                   "claim's 9 %", rule, record.scale)
+    fallback = f"FWSVD + FD + KD {mean([r.score for r in rows]):.3f} vs original {record.original_score():.3f}"
+    finding = _paired(record, record.predictions(FWSVD, FD_KD), record.dense_predictions(), -COMPARABLE, rule,
+                      f"{cut:.0%} fewer parameters ({dense / 1e6:.1f}M dense): FWSVD + FD + KD - dense", fallback)
+    return finding
 
 
 def _claim(paper: str, text: str, source: str, check) -> Claim:
@@ -167,8 +240,8 @@ CLAIMS: list[Claim] = [
     _claim(NOACH, "The factorized model is 1.45x faster at inference.", "abstract", speedup),
     _claim(NOACH, "Feature distillation before KD recovers more than KD alone.", "abstract (the two-stage recipe)",
            fd_then_kd),
-    _claim(NOACH, "The recipe compresses a MarianMT translation model with little BLEU loss.",
-           "the kene111/matrix-decomposition port (not the paper)", seq2seq_bleu),
+    _claim(NOACH, "The recipe compresses an encoder-decoder translation model (the port's MarianMT) with little "
+           "BLEU loss.", "the kene111/matrix-decomposition port (not the paper)", seq2seq_bleu),
     _claim(HSU, "Fisher-weighted SVD keeps the task accuracy much closer to the original than plain SVD.",
            "abstract (before fine-tuning)", fwsvd_untrained),
     _claim(HSU, "FWSVD's advantage over SVD persists after recovery training.", "abstract", fwsvd_after_recovery),
