@@ -35,3 +35,24 @@ def test_the_api_page_documents_every_public_module():
             modules.add(".".join(parts))
     assert sorted(modules - documented) == []
     assert sorted(documented - modules) == []  # no entry for a module that is gone
+
+
+def test_cross_page_glue_references_name_values_the_committed_pages_glue():
+    """A chapter's {glue:...}`studies/NN.ipynb::name` must name a value that committed page glues (the
+    build would fail on it; this says which, in a second rather than minutes)."""
+    import json
+    import re
+
+    glued = {}
+    for page in (ROOT / "book" / "studies").glob("*.ipynb"):
+        cells = json.loads(page.read_text())["cells"]
+        glued[page.name] = {o["metadata"]["scrapbook"]["name"] for c in cells for o in c.get("outputs", [])
+                            if "scrapbook" in o.get("metadata", {})}
+    missing = []
+    for chapter in sorted((ROOT / "book").glob("*.md")):
+        for number, line in enumerate(chapter.read_text().splitlines(), 1):
+            for ref in re.findall(r"\{glue(?::\w+)?\}`([^`]+::[^`]+)`", line):
+                page, name = ref.split("::")[0], ref.split("::")[1].split(":")[0]
+                if name not in glued.get(Path(page).name, set()):
+                    missing.append(f"{chapter.name}:{number}: {ref}")
+    assert missing == []
