@@ -387,7 +387,7 @@ DENSE: dict[str, dict[str, Any]] = {
 }
 
 
-#: The encoder-decoder the seq2seq tracks start from: T5 trained from scratch (no pre-trained one can be
+#: The encoder-decoder the seq2seq tracks start from, a T5 trained from scratch (no pre-trained one can be
 #: loaded here), one campaign unit per seed (:mod:`mpstudy.studies.translation_base`). ``train``: fields
 #: replaced in :data:`mpstudy.translation.TRANSLATION_CONFIG`; ``test_rows`` None: the whole test split.
 TRANSLATION: dict[str, dict[str, Any]] = {

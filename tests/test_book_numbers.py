@@ -120,7 +120,7 @@ def prose_lines(text):
                 yield number, _strip_inline(line)
             continue
         if in_math:
-            if stripped.endswith("$$"):
+            if re.search(r"\$\$(\s*\([\w:-]+\))?$", stripped):  # "$$" or a labelled "$$ (eq-name)"
                 in_math = False
             continue
         opened = re.match(r"^\s*(`{3,}|~{3,}|:{3,})\s*(\{([\w:-]+)\})?\s*(\w*)", line)
@@ -209,7 +209,7 @@ def test_the_scanner_flags_results_and_skips_markup():
         "A small count (two claims, Eq. 3, layer 6) is not a result; hidden size 384 is allowed.",
         "$$",
         "W = 0.5 \\cdot 768",
-        "$$",
+        "$$ (eq-example)",
         "```python",
         "report = mpstudy.compress(model, 'svd', keep=0.5)  # 22.7 M",
         "```",

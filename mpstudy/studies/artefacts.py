@@ -25,7 +25,7 @@ from ..records import atomic_directory
 
 __all__ = ["MARKER", "unit_model_dir", "unit_model", "store_unit_model"]
 
-#: the file that marks a complete artefact directory: the unit, its weights hash and its training info
+#: the file that marks a complete artefact directory, holding the unit, its weights hash and its training info
 MARKER = "unit-model.json"
 
 

@@ -33,7 +33,7 @@ __all__ = ["seed_difference", "time_verdicts", "start_verdicts", "faster", "bett
            "BETTER_START", "T5_FASTER", "CLAIMS", "RESAMPLES"]
 
 PAPER = "composability2023"
-#: bootstrap resamples of every interval a rule computes (seeded: the same record gives the same verdict)
+#: bootstrap resamples of every interval a rule computes (seeded, so the same record gives the same verdict)
 RESAMPLES = 2000
 _OLD = ("this record holds one run per configuration and arm without seeds or predictions (written before the "
         "campaign), so the comparison has no interval; re-run the cpu profile")

@@ -84,8 +84,8 @@ class Track(Row):
     histories: list[dict[str, Any]] = field(default_factory=list)
     references: list | None = None  #: dev references, in the order of the runs' predictions
     test_references: list | None = None
-    #: the teacher's dev predictions (seed as a string -> predictions: one dense model per seed on the cls
-    #: track, one teacher on the s2s track) and, for s2s, its ``test`` predictions
+    #: the teacher's dev predictions by seed (a string), one dense model per seed on the cls track and one
+    #: teacher on the s2s track, and for s2s its ``test`` predictions
     teacher_predictions: dict[str, list] | None = None
     trivial: float | None = None  #: the trivial predictor's dev score (a run at or below it collapsed)
 

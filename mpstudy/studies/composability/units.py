@@ -213,7 +213,7 @@ def pruned_variants(settings: CompSettings, teacher: Teacher) -> Lazy:
 
 
 def tuned_variants(settings: CompSettings, teacher: Teacher, pruned: Lazy, task, seed: int) -> Lazy:
-    """``Lazy`` of ``{"tuned", "result"}``: :func:`~mpstudy.studies.composability.tune_modules` of the pruned
+    """``Lazy`` of ``{"tuned", "result"}``: :func:`~mpstudy.studies.composability.recipe.tune_modules` of the pruned
     modules against the frozen teacher with ``seed`` (each variant's own best state on the held-out rows)."""
 
     def make() -> dict[str, Any]:
@@ -357,7 +357,7 @@ def teacher_unit(settings: CompSettings, teacher: Teacher, task, profile: str, *
 
 def cost_unit(settings: CompSettings, teacher: Teacher, pruned: Lazy, task, profile: str, repeats: int, *,
               results_dir: str | None = None) -> dict[str, Any]:
-    """The record of what each pruned form costs (:func:`~mpstudy.studies.composability.sparsity_latency` on a
+    """The record of what each pruned form costs (:func:`~mpstudy.studies.composability.recipe.sparsity_latency` on a
     batch of ``batch_size`` x ``max_length`` tokens, ``repeats`` interleaved rounds): ``rows``, one per form."""
     from ...measure import dummy_batch
 

@@ -75,7 +75,7 @@ def _slug(text: str) -> str:
 class Student:
     """One student of the study: the ``part`` it belongs to, its ``mode`` (a LoBERT mode, or ``dense``: the
     uncompressed pre-trained model under the same recipe), ``budget`` (keywords of
-    :func:`~mpstudy.studies.lobert.lobert_compress`; empty: LoBERT's), ``loss`` (ce, kd, kd+pkd), ``init``
+    :func:`~mpstudy.studies.lobert.recipe.lobert_compress`; empty: LoBERT's), ``loss`` (ce, kd, kd+pkd), ``init``
     (pretrained or teacher) and ``fit`` (svd: closed form; sgd: LoBERT's SGD fit of FALCON)."""
 
     part: str
@@ -116,7 +116,7 @@ class LobertSettings:
     ``model_name``/``batch_size``/``max_length``/``precision`` come from the dense block (the teacher's);
     ``train_rows``: rows drawn from the training split per seed (None: all); ``max_steps`` overrides
     ``epochs``; ``lr``/``warmup_ratio``: AdamW's peak and linear warm-up share; ``temperature``/``alpha``:
-    KD; ``pkd_beta``: the patience weight in LoBERT's units (:func:`~mpstudy.studies.lobert.beta_from_lobert`);
+    KD; ``pkd_beta``: the patience weight in LoBERT's units (:func:`~mpstudy.studies.lobert.recipe.beta_from_lobert`);
     ``n_iter``: HOOI sweeps of the Tucker modes; ``sgd_steps``: LoBERT's SGD fit of FALCON."""
 
     model_name: str
@@ -278,7 +278,7 @@ def decompose_unit(settings: LobertSettings, task, students: Sequence[Student], 
     """The record of every distinct (mode, budget, fit) of ``students`` applied to the pre-trained model
     (seed 0's copy), with each one's cost against the dense model.
 
-    ``latency``: ``batch_size``, ``seq_len``, ``repeats`` of :func:`~mpstudy.studies.lobert.student_cost`
+    ``latency``: ``batch_size``, ``seq_len``, ``repeats`` of :func:`~mpstudy.studies.lobert.recipe.student_cost`
     (repeats 0: not timed). The record's ``result``: ``decompositions`` (one row per variant: ``mode``,
     ``budget``, ``fit``, ``kept``, ``param_ratio``, errors, ``seconds``, the SGD fit's first and last
     mean squared error), ``per_role`` (mean relative error per replaced role) and ``cost`` (closed-form

@@ -52,7 +52,7 @@ def recovery_means(record: SvdDistillRecord) -> tuple[dict[tuple[str, str], floa
     return means, len({r.seed for r in trained})
 
 
-RESAMPLES = 2000  #: the bootstrap resamples of every interval a rule computes (seeded: same record, same verdict)
+RESAMPLES = 2000  #: the bootstrap resamples of every interval a rule computes (seeded, so the same record gives the same verdict)
 
 _NO_PREDICTIONS = ("this record holds no predictions (written before the campaign recorded them), so the "
                    "difference has no interval; re-run the cpu profile")

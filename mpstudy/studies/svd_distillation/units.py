@@ -201,12 +201,12 @@ def untrained_unit(dense, settings: DistillSettings, keeps: Sequence[float], pro
 
     ``dense``: the seed's :class:`~mpstudy.studies.dense.DenseBaseline` (its model is loaded only when this
     unit has no record). ``latency``: ``{"ranks": [...], "repeats": R}`` to time the factorized models
-    against the dense one on a ``batch_size x max_length`` batch (:func:`rank_latency_curve`); None: not timed.
+    against the dense one on a ``batch_size x max_length`` batch (:func:`~mpstudy.studies.svd_distillation.recipe.rank_latency_curve`); None: not timed.
 
     The record's ``result``: ``rows`` (per method and keep: ``rank``, ``kept_fraction``, ``model_params``,
     ``predictions`` in dev order, ``metrics``), ``errors`` (per method and role at the budget: mean plain and
     row-weighted relative error), ``dense_params``, ``budget`` (rank and kept fractions at the budget:
-    targeted matrices, encoder, whole model), ``latency`` (rows of :func:`rank_latency_curve`, or None),
+    targeted matrices, encoder, whole model), ``latency`` (rows of :func:`~mpstudy.studies.svd_distillation.recipe.rank_latency_curve`, or None),
     ``fisher`` (its summary) and the resolved ``precision``.
     """
     task, seed = dense.task, int(dense.record["spec"]["seed"])
