@@ -46,6 +46,7 @@ __all__ = [
     "expected_files",
     "load_task",
     "load_test_split",
+    "holdout_split",
     "with_source_prefix",
     "load_parallel_csv",
     "read_parallel_csv",
@@ -867,6 +868,23 @@ def with_source_prefix(task, prefix: str):
         return task
     add = lambda rows: [{**ex, "source": prefix + ex["source"]} for ex in rows]  # noqa: E731
     return dataclasses.replace(task, train=add(task.train), dev=add(task.dev), source={**task.source, "source_prefix": prefix})
+
+
+def holdout_split(task, share: float, seed: int = 0, name: str = "share", **source: Any):
+    """A copy of ``task`` whose dev split is ``max(2, round(share * n))`` of its ``n`` training rows, drawn
+    with ``seed``, and whose training split is the rest: rows to choose by (checkpoints, cuts) that are
+    neither trained on nor the dev set a page reports. ``name``: the parameter ``share`` came from, for
+    the error; ``source``: entries added to the copy's ``source`` (what was held out, and why)."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise ValueError(f"{name} must be a share of the training rows in (0, 1), got {share!r}")
+    rows = max(2, round(share * len(task.train)))
+    if rows >= len(task.train):
+        raise ValueError(f"{name} {share!r} holds out {rows} of the {len(task.train)} training rows: "
+                         "nothing would be left to train on")
+    held = set(random.Random(seed).sample(range(len(task.train)), rows))
+    return dataclasses.replace(task, train=[ex for i, ex in enumerate(task.train) if i not in held],
+                               dev=[ex for i, ex in enumerate(task.train) if i in held],
+                               source={**task.source, **source} if source else task.source)
 
 
 def load_test_split(task, data_dir: str | os.PathLike | None = None, max_rows: int | None = None, seed: int = 0):

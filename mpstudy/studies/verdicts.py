@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE", "NOT_RUN", "VERDICTS", "PROFILE_ORDER", "COMPARABLE",
-           "MINIMAL_LOSS", "BEATS", "Finding", "Claim", "judge", "from_band", "mean", "pts"]
+           "MINIMAL_LOSS", "BEATS", "NO_PREDICTIONS", "Finding", "Claim", "judge", "from_band", "mean", "pts",
+           "seeds_or_one", "diff_text"]
 
 HOLDS = "holds"
 FAILS = "does not hold here"
@@ -112,3 +113,18 @@ def mean(values: Sequence[float]) -> float:
 def pts(x: float) -> str:
     """A difference of scores in points (0.01 -> ``+1.0 pts``)."""
     return f"{100 * x:+.1f} pts"
+
+
+#: why a rule cannot judge a record written before the campaign recorded predictions
+NO_PREDICTIONS = ("this record holds no dev predictions (written before the campaign recorded them), so the "
+                  "difference has no interval; re-run the cpu profile")
+
+
+def seeds_or_one(preds: dict[int, list]) -> Any:
+    """What :mod:`mpstudy.stats` takes: the seed mapping with 2+ seeds, the one list with one seed."""
+    return preds if len(preds) > 1 else next(iter(preds.values()))
+
+
+def diff_text(diff: Any) -> str:
+    """A difference's estimate and interval in points: ``+1.0 pts [-0.5 pts, +2.4 pts]``."""
+    return f"{pts(diff.estimate)} [{pts(diff.low)}, {pts(diff.high)}]"

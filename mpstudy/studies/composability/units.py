@@ -28,9 +28,7 @@ they are built (and tuned) once per process, and only when some unit that needs 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +39,7 @@ from ...accounting import count_parameters
 from ...campaign import Lazy, unit
 from ...prune import compose, generate_configs, prune_variants, pruning_scheme, scheme_size
 from ...stats import paired_difference, score_interval
-from ...tasks import task_fingerprint
+from ...tasks import holdout_split, task_fingerprint
 from ...train import TrainConfig, predict, resolve_device, resolve_precision, train
 from .claims import seed_difference
 from .record import ARMS, BASELINE, CLS, COMPOSABILITY, COMPOSABILITY_STUDY, S2S, TRACKS
@@ -187,15 +185,7 @@ def selection_split(task, share: float, seed: int = 0):
     """A copy of ``task`` whose dev split is ``max(2, round(share * n))`` of its ``n`` training rows, drawn with
     ``seed``, and whose training split is the rest: module-level tuning trains on it and keeps each variant's
     best state by the held-out rows, so the dev set the page reports never chooses anything."""
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-        raise ValueError(f"module_select_share must be a share of the training rows in (0, 1), got {share!r}")
-    rows = max(2, round(share * len(task.train)))
-    if rows >= len(task.train):
-        raise ValueError(f"module_select_share {share!r} holds out {rows} of the {len(task.train)} training rows: "
-                         "nothing would be left to tune on")
-    held = set(random.Random(seed).sample(range(len(task.train)), rows))
-    return dataclasses.replace(task, train=[ex for i, ex in enumerate(task.train) if i not in held],
-                               dev=[ex for i, ex in enumerate(task.train) if i in held])
+    return holdout_split(task, share, seed, "module_select_share")
 
 
 def pruned_variants(settings: CompSettings, teacher: Teacher) -> Lazy:

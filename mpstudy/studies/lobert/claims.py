@@ -18,10 +18,13 @@ from ..verdicts import (
     HOLDS,
     INCONCLUSIVE,
     MINIMAL_LOSS,
+    NO_PREDICTIONS,
     UNTESTABLE,
     Claim,
     Finding,
+    diff_text,
     pts,
+    seeds_or_one,
 )
 from .record import (
     DEFAULT_BUDGET,
@@ -41,18 +44,6 @@ PAPER = "park2021lobert"
 DEMO_MODE = "self_svd"  #: the mode of LoBERT's README demo
 #: the bootstrap resamples of every interval a rule computes, seeded, so the same record gives the same verdict
 RESAMPLES = 2000
-
-_NO_PREDICTIONS = ("this record holds no dev predictions (written before the campaign recorded them), so the "
-                   "difference has no interval; re-run the cpu profile")
-
-
-def _one(preds: dict[int, list]) -> Any:
-    """What :mod:`mpstudy.stats` takes: the seed mapping with 2+ seeds, the one list with one seed."""
-    return preds if len(preds) > 1 else next(iter(preds.values()))
-
-
-def _interval(diff) -> str:
-    return f"{pts(diff.estimate)} [{pts(diff.low)}, {pts(diff.high)}]"
 
 
 def _tally(verdicts: dict[str, str], half: bool = False) -> str:
@@ -95,18 +86,18 @@ def keeps_quality(records: list[LobertRecord]) -> Finding:
         cells.setdefault((r.mode, r.budget), []).append(r)
     preds = {cell: record.run_predictions(runs) for cell, runs in cells.items()}
     if teacher is None or any(p is None for p in preds.values()):
-        return Finding(UNTESTABLE, _NO_PREDICTIONS, rule, record.scale)
+        return Finding(UNTESTABLE, NO_PREDICTIONS, rule, record.scale)
     verdicts, parts = {}, []
     for (mode, budget), p in preds.items():
         seeds = sorted(set(p) & set(teacher))
         if not seeds:
             return Finding(UNTESTABLE, f"{mode} shares no seed with the teacher: nothing to pair", rule, record.scale)
-        diff = paired_difference(record.task, _one({s: p[s] for s in seeds}), _one({s: teacher[s] for s in seeds}),
-                                 record.references, resamples=RESAMPLES)
+        diff = paired_difference(record.task, seeds_or_one({s: p[s] for s in seeds}),
+                                 seeds_or_one({s: teacher[s] for s in seeds}), record.references, resamples=RESAMPLES)
         verdicts[mode] = band(diff, -MINIMAL_LOSS, "at least").verdict
         label = f"{mode}" + ("" if budget == DEFAULT_BUDGET else f" ({budget})")
         down = " (collapsed)" if any(r.collapsed for r in cells[(mode, budget)]) else ""
-        parts.append(f"{label}{down} {_interval(diff)} over {len(seeds)} seed(s): {verdicts[mode]}")
+        parts.append(f"{label}{down} {diff_text(diff)} over {len(seeds)} seed(s): {verdicts[mode]}")
     measured = "student - teacher: " + "; ".join(parts)
     return Finding(_tally(verdicts, half=True), measured, rule, record.scale)
 
@@ -127,14 +118,14 @@ def pkd_helps(records: list[LobertRecord]) -> Finding:
         with_pkd = record.run_predictions([r for r in record.runs if r.part == MAIN and r.loss == KD_PKD
                                            and (r.mode, r.budget) == (mode, budget) and r.fit == SVD_FIT])
         if alone is None or with_pkd is None or record.references is None:
-            return Finding(UNTESTABLE, _NO_PREDICTIONS, rule, record.scale)
+            return Finding(UNTESTABLE, NO_PREDICTIONS, rule, record.scale)
         seeds = sorted(set(alone) & set(with_pkd))
         if not seeds:
             return Finding(UNTESTABLE, f"{mode}: KD and KD + PKD share no seed", rule, record.scale)
-        diff = paired_difference(record.task, _one({s: with_pkd[s] for s in seeds}), _one({s: alone[s] for s in seeds}),
-                                 record.references, resamples=RESAMPLES)
+        diff = paired_difference(record.task, seeds_or_one({s: with_pkd[s] for s in seeds}),
+                                 seeds_or_one({s: alone[s] for s in seeds}), record.references, resamples=RESAMPLES)
         verdicts[mode] = band(diff, BEATS, "at least").verdict
-        parts.append(f"{mode} {_interval(diff)} over {len(seeds)} seed(s): {verdicts[mode]}")
+        parts.append(f"{mode} {diff_text(diff)} over {len(seeds)} seed(s): {verdicts[mode]}")
     return Finding(_tally(verdicts), "KD + PKD - KD: " + "; ".join(parts), rule, record.scale)
 
 

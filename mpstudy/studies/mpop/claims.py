@@ -17,12 +17,15 @@ from ..verdicts import (
     FAILS,
     HOLDS,
     NOT_RUN,
+    NO_PREDICTIONS,
     UNTESTABLE,
     Claim,
     Finding,
+    diff_text,
     from_band,
     mean,
     pts,
+    seeds_or_one,
 )
 from .record import DENSE, MPO_FULL, MPO_LIGHTWEIGHT, MPOP_STUDY, MpopRecord
 
@@ -36,18 +39,6 @@ MPOP_ALBERT_DEV = {"sst2": 0.930}
 
 #: the bootstrap resamples of every interval a rule computes, seeded, so the same record gives the same verdict
 RESAMPLES = 2000
-
-_NO_PREDICTIONS = ("this record holds no dev predictions (written before the campaign recorded them), so the "
-                   "difference has no interval; re-run the cpu profile")
-
-
-def _one(preds: dict[int, list]) -> Any:
-    """What :mod:`mpstudy.stats` takes: the seed mapping with 2+ seeds, the one list with one seed."""
-    return preds if len(preds) > 1 else next(iter(preds.values()))
-
-
-def _interval(diff) -> str:
-    return f"{pts(diff.estimate)} [{pts(diff.low)}, {pts(diff.high)}]"
 
 
 def fewer_trained(records: list[MpopRecord]) -> Finding:
@@ -66,14 +57,14 @@ def _paired(record: MpopRecord, a: str, b: str, rule: str, what: str) -> Finding
     pa, pb = record.predictions(a), record.predictions(b)
     if pa is None or pb is None:
         return Finding(UNTESTABLE, f"mean {what} {mean(record.scores(a)) - mean(record.scores(b)):+.3f} over "
-                                   f"{len(record.scores(a))} seed(s), but {_NO_PREDICTIONS}", rule, record.scale)
+                                   f"{len(record.scores(a))} seed(s), but {NO_PREDICTIONS}", rule, record.scale)
     seeds = sorted(set(pa) & set(pb))
     if not seeds:
         return Finding(UNTESTABLE, f"{a} and {b} share no seed: nothing to pair", rule, record.scale)
-    diff = paired_difference(record.task, _one({s: pa[s] for s in seeds}), _one({s: pb[s] for s in seeds}),
-                             record.references, resamples=RESAMPLES)
+    diff = paired_difference(record.task, seeds_or_one({s: pa[s] for s in seeds}),
+                             seeds_or_one({s: pb[s] for s in seeds}), record.references, resamples=RESAMPLES)
     return from_band(band(diff, -COMPARABLE, "at least"),
-                     f"{what} = {_interval(diff)} over {len(seeds)} seed(s) (paired by {diff.paired_by})",
+                     f"{what} = {diff_text(diff)} over {len(seeds)} seed(s) (paired by {diff.paired_by})",
                      rule, record.scale)
 
 
@@ -100,7 +91,7 @@ def squeeze_removes(records: list[MpopRecord]) -> Finding:
         counts = f"{len(accepted)} of {len(steps)} cuts accepted; stored parameters {start:,} -> {end:,}"
         if not accepted:
             return Finding(FAILS, counts + " (nothing removed)", rule, record.scale)
-        return Finding(UNTESTABLE, f"{counts}, but {_NO_PREDICTIONS}", rule, record.scale)
+        return Finding(UNTESTABLE, f"{counts}, but {NO_PREDICTIONS}", rule, record.scale)
     runs = record.squeezed
     start, end = mean([r.start_stored for r in runs]), mean([r.stored for r in runs])
     counts = (f"{sum(r.accepted for r in runs)} of {sum(r.tried for r in runs)} cuts accepted over {len(runs)} "
@@ -108,11 +99,11 @@ def squeeze_removes(records: list[MpopRecord]) -> Finding:
     if not any(r.accepted for r in runs) or end >= start:
         return Finding(FAILS, counts + " (nothing removed)", rule, record.scale)
     if record.references is None or any(r.predictions is None or r.start_predictions is None for r in runs):
-        return Finding(UNTESTABLE, f"{counts}, but {_NO_PREDICTIONS}", rule, record.scale)
-    diff = paired_difference(record.task, _one({r.seed: r.predictions for r in runs}),
-                             _one({r.seed: r.start_predictions for r in runs}), record.references,
+        return Finding(UNTESTABLE, f"{counts}, but {NO_PREDICTIONS}", rule, record.scale)
+    diff = paired_difference(record.task, seeds_or_one({r.seed: r.predictions for r in runs}),
+                             seeds_or_one({r.seed: r.start_predictions for r in runs}), record.references,
                              resamples=RESAMPLES)
-    return from_band(band(diff, -COMPARABLE, "at least"), f"{counts}; squeezed - unsqueezed = {_interval(diff)}",
+    return from_band(band(diff, -COMPARABLE, "at least"), f"{counts}; squeezed - unsqueezed = {diff_text(diff)}",
                      rule, record.scale)
 
 
@@ -139,8 +130,8 @@ def albert_numbers(records: list[MpopRecord]) -> Finding:
                        "GLUE training split (the gpu profile)", rule, record.scale)
     preds = record.predictions(MPO_LIGHTWEIGHT)
     if preds is None:
-        return Finding(UNTESTABLE, f"lightweight MPO {mean(light):.3f}, but {_NO_PREDICTIONS}", rule, record.scale)
-    score = score_interval(record.task, _one(preds), record.references, resamples=RESAMPLES)
+        return Finding(UNTESTABLE, f"lightweight MPO {mean(light):.3f}, but {NO_PREDICTIONS}", rule, record.scale)
+    score = score_interval(record.task, seeds_or_one(preds), record.references, resamples=RESAMPLES)
     paper = MPOP_ALBERT_DEV[task]
     return from_band(band(score, paper - COMPARABLE, "at least"),
                      f"lightweight MPO {score} vs the paper's {paper:.3f} on {task} ({pts(score.estimate - paper)})",

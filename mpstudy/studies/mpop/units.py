@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +36,7 @@ from ...lora import apply_lora
 from ...measure import compare_latency, dummy_batch
 from ...models import load_model
 from ...stats import band, paired_difference, score_interval
-from ...tasks import task_fingerprint
+from ...tasks import holdout_split, task_fingerprint
 from ...train import TrainConfig, predict, resolve_device, resolve_precision, train
 from ..verdicts import COMPARABLE
 from .record import DENSE, LORA, MPO_FULL, MPO_LIGHTWEIGHT, MPOP_STUDY
@@ -228,16 +227,9 @@ def selection_task(task, share: float, seed: int = 0):
     """A copy of ``task`` whose dev split is ``max(2, round(share * n))`` of its ``n`` training rows, drawn
     with ``seed``, and whose training split is the rest: what dimension squeezing fine-tunes on and
     accepts its cuts by."""
-    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < 1:
-        raise ValueError(f"select_share must be a share of the training rows in (0, 1), got {share!r}")
-    rows = max(2, round(share * len(task.train)))
-    if rows >= len(task.train):
-        raise ValueError(f"select_share {share!r} holds out {rows} of the {len(task.train)} training rows: "
-                         "nothing would be left to fine-tune on")
-    held = set(random.Random(seed).sample(range(len(task.train)), rows))
-    return dataclasses.replace(task, train=[ex for i, ex in enumerate(task.train) if i not in held],
-                               dev=[ex for i, ex in enumerate(task.train) if i in held],
-                               source={**task.source, "squeeze_selection": {"rows": rows, "seed": seed}})
+    select = holdout_split(task, share, seed, "select_share")
+    held = {"rows": len(select.dev), "seed": seed}
+    return dataclasses.replace(select, source={**task.source, "squeeze_selection": held})
 
 
 def squeeze_unit(settings: MpopSettings, squeeze: SqueezeSettings, task, seed: int, profile: str, *,
