@@ -23,7 +23,7 @@ LEVELS: list[set[str]] = [
     {"surgery", "accounting", "export"},  # compress / save / load / merge; counting
     {"tasks", "models", "prune_io"},  # data, loading models
     {"train", "distill", "measure", "fisher", "lora", "baselines", "stats", "grid", "embeddings", "translation"},  # the loop and around it
-    {"runner", "reproducibility", "campaign"},  # running studies; the campaign's unit records
+    {"runner", "reproducibility", "campaign", "pages"},  # running studies; the campaign's unit records; page dressing
     {"studies"},  # one package per paper
     {"cli", "__init__", "__main__"},  # entry points
 ]
