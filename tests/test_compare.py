@@ -618,3 +618,33 @@ def test_pareto_front_against_brute_force():
     undominated = {(p.cost, p.score) for p, d in zip(points.itertuples(), dominated) if not d}
     assert set(zip(front.cost, front.score)) == undominated
     assert list(front.cost) == sorted(front.cost) and list(front.score) == sorted(front.score)
+
+
+def test_claim_pairs_pair_the_method_with_its_best_rival_by_seed_and_example():
+    """study 06's claim cells: method minus the rival with the best mean score, untrained fp32 runs only,
+    paired by seed and dev example (the same numbers as stats.paired_difference on those predictions)."""
+    from mpstudy.stats import paired_difference
+    from mpstudy.studies.comparison.tables import claim_pairs
+
+    refs = [0, 1] * 20
+    rng = __import__("random").Random(0)
+
+    def preds(p_right):
+        return [r if rng.random() < p_right else 1 - r for r in refs]
+
+    def unit(method, seed, p_right, regime="none"):
+        run = {"method": method, "regime": regime, "seed": seed, "score": 0.0, "stored": 1, "bytes": 4,
+               "predictions": preds(p_right)}
+        return {"task": "sst2", "method": method, "keep": 0.5, "runs": [run, {**run, "method": f"{method}+int8"}]}
+
+    units = [unit(m, s, p) for m, p in (("svd", 0.6), ("tucker", 0.8), ("autoencoder", 0.9)) for s in (0, 1, 2)]
+    for u in units:  # the run's score is its accuracy, as the units record it
+        for r in u["runs"]:
+            r["score"] = sum(a == b for a, b in zip(r["predictions"], refs)) / len(refs)
+    rows = claim_pairs(units, {"sst2": refs}, "autoencoder", ["svd", "tucker", "kronecker"], resamples=200)
+    assert len(rows) == 1 and rows.iloc[0].rival == "tucker" and rows.iloc[0].seeds == 3
+    ours = {u["runs"][0]["seed"]: u["runs"][0]["predictions"] for u in units if u["method"] == "autoencoder"}
+    theirs = {u["runs"][0]["seed"]: u["runs"][0]["predictions"] for u in units if u["method"] == "tucker"}
+    expected = paired_difference("sst2", ours, theirs, refs, resamples=200)
+    assert (rows.iloc[0]["diff"], rows.iloc[0].low, rows.iloc[0].high) == (expected.estimate, expected.low, expected.high)
+    assert claim_pairs(units, {"sst2": refs}, "fwsvd", ["svd"]).empty  # fwsvd never ran

@@ -203,15 +203,19 @@ def _composability(s2s_model="tiny-t5", s2s_task="synthetic-seq2seq", s2s_times=
 
 ALBERT = dict(model="albert-base-v2", max_train=None)
 
-def _comparison(untrained, **meta):
-    """``untrained``: method -> {(task, keep): score} of the compressed models before recovery (study 06)."""
+def _comparison(untrained, pairs=(), **meta):
+    """``untrained``: method -> {(task, keep): score} of the compressed models before recovery (study 06);
+    ``pairs``: (method, rival, diff, low, high) per cell of ``_CELLS`` in order, the paired differences."""
     runs = [{"task": task, "method": m, "keep": keep, "regime": "none", "seed": None, "score": v}
             for m, cells in untrained.items() for (task, keep), v in cells.items()]
     runs += [{"task": task, "method": m, "keep": keep, "regime": "finetune", "seed": 0, "score": 0.0}  # ignored
              for m, cells in untrained.items() for (task, keep) in cells]
+    rows = [{"task": task, "keep": keep, "method": m, "rival": r, "diff": d, "low": lo, "high": hi, "seeds": 3}
+            for (task, keep), (m, r, d, lo, hi) in zip(_CELLS * 2, pairs)]
     return ComparisonRecord.from_dict({
         "parameters": {"model": "minilm", "tasks": ["sst2", "mrpc"], "max_train": 1000, "keeps": [0.25, 0.5],
-                       "seeds": [0, 1, 2]}, "provenance": {"profile": meta.get("profile", "cpu")}, "runs": runs})
+                       "seeds": [0, 1, 2]}, "provenance": {"profile": meta.get("profile", "cpu")}, "runs": runs,
+        **({"pairs": rows} if rows else {})})
 
 
 _CELLS = [("sst2", 0.25), ("sst2", 0.5), ("mrpc", 0.25)]
@@ -306,16 +310,22 @@ CASES = [
                                                            s2s_times=((30, 30, 30), (20, 20, 20))), FAILS),
     ("comp tiny t5", comp.t5_faster, _composability(), UNTESTABLE),
     # re-tested on the comparison (study 06); the mrpc cell ties everywhere and is left out
-    ("cmp fwsvd wins", cmp.fwsvd_beats,
-     _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}), HOLDS),
-    ("cmp fwsvd within half a point", cmp.fwsvd_beats,
-     _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.604, 0.75, 0.841)}), FAILS),
-    ("cmp ae beats all", cmp.ae_beats,
-     _comparison({m: _cells(0.6, 0.6, 0.841) for m in ("svd", "tucker", "kronecker")} | {"autoencoder": _cells(0.7, 0.7, 0.841)}),
-     HOLDS),
-    ("cmp ae beaten by one", cmp.ae_beats,
-     _comparison({"svd": _cells(0.6, 0.6, 0.841), "tucker": _cells(0.75, 0.6, 0.841), "kronecker": _cells(0.6, 0.72, 0.841),
-                  "autoencoder": _cells(0.7, 0.7, 0.841)}), FAILS),
+    ("cmp fwsvd wins", cmp.fwsvd_beats, _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}, pairs=[
+        ("fwsvd", "svd", 0.10, 0.07, 0.13), ("fwsvd", "svd", 0.05, 0.02, 0.08), ("fwsvd", "svd", 0.0, -0.01, 0.01)]), HOLDS),
+    ("cmp fwsvd below half a point", cmp.fwsvd_beats, _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}, pairs=[
+        ("fwsvd", "svd", -0.05, -0.08, -0.02), ("fwsvd", "svd", 0.0, -0.004, 0.004), ("fwsvd", "svd", 0.1, 0.07, 0.13)]),
+     FAILS),
+    ("cmp fwsvd mixed", cmp.fwsvd_beats, _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}, pairs=[
+        ("fwsvd", "svd", 0.10, 0.07, 0.13), ("fwsvd", "svd", 0.0, -0.004, 0.004), ("fwsvd", "svd", 0.01, -0.02, 0.04)]),
+     INCONCLUSIVE),
+    ("cmp fwsvd old record", cmp.fwsvd_beats, _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)}), UNTESTABLE),
+    ("cmp ae beats all", cmp.ae_beats, _comparison({m: _cells(0.6, 0.6, 0.841) for m in ("svd", "tucker", "kronecker")} | {"autoencoder": _cells(0.7, 0.7, 0.841)}, pairs=[
+        ("autoencoder", "svd", 0.10, 0.08, 0.12), ("autoencoder", "tucker", 0.10, 0.08, 0.12),
+        ("autoencoder", "svd", -0.1, -0.12, -0.08)]), HOLDS),
+    ("cmp ae beaten", cmp.ae_beats, _comparison({m: _cells(0.6, 0.6, 0.841) for m in ("svd", "tucker", "kronecker")} | {"autoencoder": _cells(0.7, 0.7, 0.841)}, pairs=[
+        ("autoencoder", "tucker", -0.05, -0.07, -0.03), ("autoencoder", "kronecker", -0.02, -0.04, -0.001),
+        ("autoencoder", "svd", 0.1, 0.08, 0.12)]), FAILS),
+    ("cmp ae old record", cmp.ae_beats, _comparison({m: _cells(0.6, 0.6, 0.841) for m in ("svd", "tucker", "kronecker")} | {"autoencoder": _cells(0.7, 0.7, 0.841)}), UNTESTABLE),
 ]
 
 
@@ -420,7 +430,10 @@ def test_verdict_counts_add_up(tmp_path):
 def test_comparison_checks_leave_out_tied_cells():
     record = _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)})
     assert cmp.wins_over(record, "fwsvd", ("svd",)) == (2, 2, 3)
-    assert "2 of 2 informative cells (3 in all)" in cmp.fwsvd_beats([record]).measured
+    paired = _comparison({"svd": _cells(0.60, 0.70, 0.841), "fwsvd": _cells(0.70, 0.75, 0.841)},
+                         pairs=[("fwsvd", "svd", 0.10, 0.07, 0.13)])
+    assert "holds in 1, does not hold in 0 of 1 cells" in cmp.fwsvd_beats([paired]).measured
+    assert "sst2 keep 0.25 vs svd: +10.0 pts [+7.0 pts, +13.0 pts] (holds)" in cmp.fwsvd_beats([paired]).measured
 
 
 def _offline_errors(ae_error):

@@ -22,7 +22,7 @@ ROW_METHODS = (*COMPARED_METHODS, "dense")
 ROW_PRECISIONS = ("fp32", *PRECISIONS, None)  # None: fp32 (rows written before the precision methods)
 
 __all__ = ["COMPARISON_STUDY", "NO_RECOVERY", "SVD", "FWSVD", "TUCKER", "KRONECKER", "AUTOENCODER", "ComparisonRun",
-           "CellRow", "AccountingRow", "RankingRow", "DeploymentRow", "ComparisonRecord"]
+           "CellRow", "AccountingRow", "RankingRow", "DeploymentRow", "PairRow", "ComparisonRecord"]
 
 COMPARISON_STUDY = "06_comparison"
 NO_RECOVERY = "none"  #: the regime of the compressed model before any training
@@ -150,19 +150,37 @@ class RankingRow(Row):
 
 
 @dataclass
+class PairRow(Row):
+    """One (task, budget) cell of a claim: ``method`` minus its best ``rival`` before any recovery, paired by
+    seed and dev example, with the 95 % interval (``low``, ``high``) over ``seeds`` seeds."""
+
+    LABELS: ClassVar[dict[str, tuple]] = {"method": COMPARED_METHODS, "rival": COMPARED_METHODS}
+
+    task: str
+    keep: float
+    method: str
+    rival: str
+    diff: float
+    low: float | None = None
+    high: float | None = None
+    seeds: int | None = None
+
+
+@dataclass
 class ComparisonRecord(StudyRecord):
     """Study 06's record: ``runs``, ``cells``, ``accounting``, ``ranking``, ``deployment`` and ``dense``
     (task -> the dense models' score with its interval and the guard)."""
 
     STUDY = COMPARISON_STUDY
     ROWS: ClassVar[dict[str, type]] = {"runs": ComparisonRun, "cells": CellRow, "accounting": AccountingRow,
-                                       "ranking": RankingRow, "deployment": DeploymentRow}
+                                       "ranking": RankingRow, "deployment": DeploymentRow, "pairs": PairRow}
     runs: list[ComparisonRun]
     cells: list[CellRow] | None = None
     accounting: list[AccountingRow] = field(default_factory=list)
     ranking: list[RankingRow] = field(default_factory=list)
     deployment: list[DeploymentRow] | None = None
     dense: dict[str, Any] = field(default_factory=dict)
+    pairs: list[PairRow] | None = None  #: the claims' paired cells (records written before them have none)
 
     @property
     def scale(self) -> str:

@@ -17,7 +17,7 @@ from ...stats import HOLDS, Interval, band, paired_difference, ratio_interval, s
 from .recipe import COMPARED_METHODS, LABELS, NO_RECOVERY, PRECISIONS
 
 __all__ = ["LOSS_POINT", "runs_frame", "cell_table", "ranking_table", "deployment_table", "best_deployment",
-           "accounting_frame", "record_rows"]
+           "accounting_frame", "claim_pairs", "record_rows"]
 
 #: the threshold of "at most one point lost", compressed - dense >= -0.01 over the whole interval (scores are fractions)
 LOSS_POINT = 0.01
@@ -240,6 +240,43 @@ def accounting_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                      "dense_bytes": res["dense_bytes"], "flops_ratio": res["flops"] / res["dense_flops"],
                      "compress_s": comp["seconds"], "structure": str(comp["structure"]), "trainable": trainable})
     return pd.DataFrame(rows)
+
+
+def claim_pairs(records: Sequence[Mapping[str, Any]], references: Mapping[str, Sequence], method: str,
+                rivals: Sequence[str], resamples: int = 2000) -> pd.DataFrame:
+    """For each (task, budget) where ``method`` and a rival ran, before any recovery (fp32): ``method`` minus
+    the rival with the best mean score, paired by seed and dev example (:func:`mpstudy.stats.paired_difference`
+    on the units' predictions), with its interval: the rows the comparison's claims decide by.
+
+    Args:
+        records: the comparison's unit records (or their results).
+        references: task -> the dev references, in the units' row order (the dense units').
+        method, rivals: compression methods of the comparison (``fwsvd`` and ``[svd]``...).
+        resamples: bootstrap resamples of each interval (seeded).
+
+    Returns:
+        One row per cell: ``task``, ``keep``, ``method``, ``rival``, ``diff``, ``low``, ``high``, ``seeds``.
+    """
+    runs = runs_frame(records)
+    if runs.empty:
+        return pd.DataFrame(columns=["task", "keep", "method", "rival", "diff", "low", "high", "seeds"])
+    runs = runs[(runs.regime == NO_RECOVERY) & (runs.precision == "fp32")]
+    rows = []
+    for (task, keep), cell in runs.groupby(["task", "keep"], sort=True):
+        ours = cell[cell.base == method]
+        present = [r for r in rivals if (cell.base == r).any()]
+        if ours.empty or not present:
+            continue
+        rival = max(present, key=lambda r: cell[cell.base == r].score.mean())
+        theirs = cell[cell.base == rival]
+        seeds = sorted(set(ours.seed) & set(theirs.seed))
+        a = {s: ours[ours.seed == s].predictions.iloc[0] for s in seeds}
+        b = {s: theirs[theirs.seed == s].predictions.iloc[0] for s in seeds}
+        pick = (lambda d: d) if len(seeds) > 1 else (lambda d: next(iter(d.values())))
+        diff = paired_difference(task, pick(a), pick(b), references[task], resamples=resamples)
+        rows.append({"task": task, "keep": float(keep), "method": method, "rival": rival, "diff": diff.estimate,
+                     "low": diff.low, "high": diff.high, "seeds": len(seeds)})
+    return pd.DataFrame(rows, columns=["task", "keep", "method", "rival", "diff", "low", "high", "seeds"])
 
 
 def record_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
