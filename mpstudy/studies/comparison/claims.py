@@ -49,16 +49,17 @@ def paired_cells(record: ComparisonRecord, method: str, rule: str, what: str) ->
     if not cells:
         return Finding(UNTESTABLE, f"this record holds no paired cells of {method} (written before the campaign "
                                    "recorded them); re-run the page", rule, record.scale)
-    verdicts = []
-    for c in cells:
-        interval = Interval(c.diff, c.low, c.high, seeds=c.seeds)
-        verdicts.append(band(interval, BEATS, "at least").verdict)
+    bands = [band(Interval(c.diff, c.low, c.high, seeds=c.seeds), BEATS, "at least") for c in cells]
+    verdicts = [b.verdict for b in bands]
     holds, fails = verdicts.count(HOLDS), verdicts.count(FAILS)
     verdict = HOLDS if holds > len(cells) / 2 else FAILS if fails > len(cells) / 2 else INCONCLUSIVE
     detail = "; ".join(f"{c.task} keep {c.keep:g} vs {c.rival}: {pts(c.diff)} [{pts(c.low)}, {pts(c.high)}] "
                        f"({v})" for c, v in zip(cells, verdicts))
+    # the ledger's interval and detectable effect: those of the median cell (by its difference)
+    middle = sorted(range(len(cells)), key=lambda i: cells[i].diff)[len(cells) // 2]
     return Finding(verdict, f"{what} holds in {holds}, does not hold in {fails} of {len(cells)} cells, paired over "
-                            f"{max(c.seeds or 0 for c in cells)} seed(s): {detail}", rule, record.scale)
+                            f"{max(c.seeds or 0 for c in cells)} seed(s): {detail}", rule, record.scale,
+                   (float(cells[middle].low), float(cells[middle].high)), float(bands[middle].detectable))
 
 
 def ae_beats(records: list[ComparisonRecord]) -> Finding:
