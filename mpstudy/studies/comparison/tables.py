@@ -255,7 +255,8 @@ def claim_pairs(records: Sequence[Mapping[str, Any]], references: Mapping[str, S
         resamples: bootstrap resamples of each interval (seeded).
 
     Returns:
-        One row per cell: ``task``, ``keep``, ``method``, ``rival``, ``diff``, ``low``, ``high``, ``seeds``.
+        A frame of one row per cell with ``task``, ``keep``, ``method``, ``rival``, ``diff``, ``low``,
+        ``high`` and ``seeds``.
     """
     runs = runs_frame(records)
     if runs.empty:
