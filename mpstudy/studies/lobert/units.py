@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from .record import (CE, DEFAULT_BUDGET, DENSE, FROM_TEACHER, KD, KD_PKD, LOBERT
                      SGD_FIT, SVD_FIT)
 
 __all__ = ["STUDY", "SECONDS_PER_STEP", "TEACHER_SECONDS_PER_ROW", "LobertSettings", "Student", "budget_label",
-           "student_unit_name", "decompose_unit_name", "draw_rows", "teacher_model", "student_unit", "decompose_unit",
+           "student_unit_name", "decompose_unit_name", "draw_rows", "student_unit", "decompose_unit",
            "trivial_interval", "collapsed", "student_table", "pkd_table"]
 
 STUDY = LOBERT_STUDY
@@ -186,15 +185,6 @@ def draw_rows(task, rows: int | None, seed: int):
     return dataclasses.replace(task, train=[task.train[i] for i in keep])
 
 
-def teacher_model(teacher, model_name: str | None = None, cache_dir: str | os.PathLike | None = None):
-    """``(model, tokenizer)`` of the teacher its dense record names, in evaluation mode: the dense unit's
-    kept model (:mod:`mpstudy.studies.artefacts`, checked against the record's weights hash), so a student
-    unit does not fine-tune its teacher again after a change of the library's code. ``model_name`` and
-    ``cache_dir`` are kept for the callers; the dense baseline knows both."""
-    model, tokenizer = teacher.model()
-    return model.eval(), tokenizer
-
-
 def _compress_extra(settings: LobertSettings, student: Student) -> dict[str, Any]:
     if student.fit == SGD_FIT:
         return {"fit": "sgd", "sgd_steps": settings.sgd_steps, "seed": 0}
@@ -221,7 +211,7 @@ def student_unit(settings: LobertSettings, teacher, student: Student, seed: int,
         settings: the students' training settings.
         teacher: the dense baseline of ``seed`` (:class:`~mpstudy.studies.dense.DenseBaseline`): its task
             (the same rows and dev order, so the predictions pair with its record's) and its model, the
-            teacher (:func:`teacher_model`; loaded only if this unit has no record).
+            teacher (its kept dense model, ``teacher.model()``; loaded only if this unit has no record).
         cache_dir: where the fine-tuned baselines and the teachers' outputs are cached.
         student: the student's mode, budget, loss, start and fit.
 
@@ -237,7 +227,8 @@ def student_unit(settings: LobertSettings, teacher, student: Student, seed: int,
 
     def compute() -> dict[str, Any]:
         rows = draw_rows(task, settings.train_rows, seed)
-        dense, tokenizer = teacher_model(teacher, settings.model_name, cache_dir)
+        dense, tokenizer = teacher.model()  # the dense unit's kept model, checked by its weights hash
+        dense.eval()
         t_out = teacher_outputs(dense, tokenizer, rows, max_length=settings.max_length, cache_dir=cache_dir,
                                 progress=False)
         if student.init == FROM_TEACHER:
